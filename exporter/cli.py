@@ -1,0 +1,112 @@
+"""The `tei-export` command line: a thin layer that parses options and calls the library."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import ParityError, TeiExportError
+from .pooling import POOLING_MODES
+
+
+def _progress_printer(enabled: bool):
+    """Progress lines on stderr when it is a terminal, with elapsed seconds; silent otherwise."""
+    if not enabled:
+        return None
+    start = time.monotonic()
+
+    def say(message: str) -> None:
+        click.echo(f"[{time.monotonic() - start:6.1f}s] {message}", err=True)
+
+    return say
+
+
+def _friendly_errors(func):
+    """TeiExportError -> one clear message on stderr and a non-zero exit, no traceback."""
+
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except TeiExportError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(err.exit_code)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(__version__, prog_name="tei-export")
+def main() -> None:
+    """Export Hugging Face embedding models to Triton's LibTorch backend, serve them, and prove parity."""
+
+
+@main.command()
+@click.argument("model")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("model_repository"),
+              show_default=True, help="Triton model repository to write into.")
+@click.option("--name", help="Model name in the repository (default: derived from MODEL).")
+@click.option("--version", "version", type=int, default=1, show_default=True, help="Model version folder to write.")
+@click.option("--force", is_flag=True, help="Replace an existing version.")
+@click.option("--pooling", type=click.Choice(POOLING_MODES + ("last-token", "weighted-mean", "mean-sqrt-len")),
+              help="Pooling mode (default: from the model's 1_Pooling/config.json).")
+@click.option("--normalize/--no-normalize", default=None, help="L2-normalise (default: as modules.json says).")
+@click.option("--max-seq-len", type=int, help="Max tokens (default: sentence_bert_config.json max_seq_length).")
+@click.option("--revision", help="Hub revision (branch, tag or commit).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code shipped with the model.")
+@click.option("--int32", is_flag=True, help="Declare token inputs TYPE_INT32 instead of TYPE_INT64.")
+@click.option("--token-embeddings", is_flag=True, help="Also output per-token embeddings (a second output).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
+              help="Compute precision inside the graph (inputs/outputs stay INT64/FP32; float16 outputs FP16).")
+@click.option("--device", default="cpu", show_default=True, help="Trace on this device (cpu or cuda).")
+@click.option("--max-batch-size", type=int, default=64, show_default=True)
+@click.option("--instances", type=int, default=1, show_default=True, help="instance_group count.")
+@click.option("--kind", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="instance_group kind.")
+@click.option("--max-queue-delay-us", type=int, default=100, show_default=True,
+              help="dynamic_batching max_queue_delay_microseconds.")
+@click.option("--preferred-batch-size", "preferred", type=int, multiple=True,
+              help="dynamic_batching preferred_batch_size (repeatable).")
+@click.option("--intra-op-threads", type=int, help="INTRA_OP_THREAD_COUNT (default: cores / instances).")
+@click.option("--inter-op-threads", type=int, help="INTER_OP_THREAD_COUNT (default: 1).")
+@click.option("--disable-optimized-execution", is_flag=True, help="DISABLE_OPTIMIZED_EXECUTION=true.")
+@click.option("--no-warmup", is_flag=True, help="Leave model_warmup out of config.pbtxt.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@_friendly_errors
+def trace(model, out, name, version, force, pooling, normalize, max_seq_len, revision, trust_remote_code, int32,
+          token_embeddings, dtype, device, max_batch_size, instances, kind, max_queue_delay_us, preferred,
+          intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup, as_json):
+    """Export MODEL (a hub id or a local folder) as TorchScript model.pt + config.pbtxt, checked for parity."""
+    from .export import ExportOptions, export_model
+
+    options = ExportOptions(
+        out=out, name=name, version=version, force=force, pooling=pooling, normalize=normalize,
+        max_seq_len=max_seq_len, revision=revision, trust_remote_code=trust_remote_code, int32=int32,
+        token_embeddings=token_embeddings, dtype=dtype, device=device, max_batch_size=max_batch_size,
+        instances=instances, kind=kind, max_queue_delay_us=max_queue_delay_us, preferred_batch_sizes=preferred,
+        intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
+        disable_optimized_execution=disable_optimized_execution, warmup=not no_warmup,
+    )
+    try:
+        result = export_model(model, options, progress=_progress_printer(sys.stderr.isatty() and not as_json))
+    except ParityError as err:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": err.problem, "parity": err.report.to_dict()}, indent=2))
+        raise
+    if as_json:
+        click.echo(json.dumps({"ok": True, **result.to_dict()}, indent=2))
+        return
+    click.echo(f"exported {result.target.name} version {result.target.version} -> {result.target.version_dir}")
+    click.echo(f"pooling {result.spec.pooling}, normalize {result.spec.normalize}, "
+               f"max_seq_len {result.spec.max_seq_len}, inputs {', '.join(result.spec.input_names)}")
+    click.echo("parity against sentence-transformers:")
+    click.echo(result.parity.table())
+
+
+if __name__ == "__main__":
+    main()

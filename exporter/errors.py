@@ -1,0 +1,52 @@
+"""Errors that tell the user what went wrong, where, and how to fix it."""
+from __future__ import annotations
+
+
+class TeiExportError(Exception):
+    """Base error: the CLI prints ``str(err)`` and exits with ``exit_code``.
+
+    Messages are written as "<what is wrong> (<where>). <how to fix it>." so a user never has to read a traceback.
+    """
+
+    exit_code = 1
+
+    def __init__(self, problem: str, fix: str | None = None, where: str | None = None):
+        self.problem = problem
+        self.fix = fix
+        self.where = where
+        text = problem if where is None else f"{problem} ({where})"
+        if fix:
+            text = f"{text}. Fix: {fix}"
+        super().__init__(text)
+
+
+class ModelSourceError(TeiExportError):
+    """The model id or folder cannot be resolved or lacks what an export needs."""
+
+
+class UnsupportedModelError(TeiExportError):
+    """The architecture or its options cannot be exported."""
+
+
+class ParityError(TeiExportError):
+    """The exported model does not reproduce the eager reference within tolerance."""
+
+    def __init__(self, problem: str, report, fix: str | None = None):
+        super().__init__(problem, fix)
+        self.report = report
+
+
+class ConfigError(TeiExportError):
+    """A Triton config is invalid (it failed to parse with Triton's protobuf, or a value is out of range)."""
+
+
+class RepositoryError(TeiExportError):
+    """The model repository cannot be written as asked (exists, not writable, bad name)."""
+
+
+class ServerError(TeiExportError):
+    """tritonserver could not be found, started, or did not make the models ready."""
+
+
+class VerificationError(TeiExportError):
+    """Triton's answers differ from eager PyTorch, or the harness could not get answers."""

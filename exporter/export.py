@@ -1,0 +1,218 @@
+"""`tei-export trace` as a library call: model source -> checked TorchScript + config.pbtxt in a model repository."""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import ParityError, UnsupportedModelError
+from .metadata import TOKENIZER_DIR, ExportMetadata, library_versions
+from .parity import ParityReport, tolerance_for
+from .reference import encoder_of, load_reference
+from .repository import VersionTarget, default_model_name, plan_version, staged_version
+from .spec import ModelSpec, SpecOverrides, read_spec
+from .tracing import check_trace, make_inputs, shape_cases, trace
+from .triton_config import (TYPE_OF_DTYPE, DynamicBatching, InstanceGroup, TensorConfig, TritonModelConfig,
+                            Warmup)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+EMBEDDING_OUTPUT = "embedding"
+TOKEN_OUTPUT = "token_embeddings"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    out: Path = Path("model_repository")
+    name: str | None = None
+    version: int = 1
+    force: bool = False
+    # what the model computes
+    pooling: str | None = None
+    normalize: bool | None = None
+    max_seq_len: int | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    int32: bool = False
+    token_embeddings: bool = False
+    dtype: str = "float32"
+    device: str = "cpu"
+    # how Triton serves it
+    max_batch_size: int = 64
+    instances: int = 1
+    kind: str = "cpu"
+    max_queue_delay_us: int = 100
+    preferred_batch_sizes: tuple[int, ...] = ()
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
+    inference_mode: bool = True
+    disable_optimized_execution: bool = False
+    warmup: bool = True
+
+    def validate(self) -> None:
+        if self.dtype not in DTYPES:
+            raise UnsupportedModelError(f"unknown dtype '{self.dtype}'", fix=f"use one of {', '.join(DTYPES)}",
+                                        where="--dtype")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UnsupportedModelError("--device cuda was asked for but no CUDA device is available here",
+                                        fix="run on a machine with an NVIDIA GPU and a CUDA build of torch, or use "
+                                            "--device cpu", where="--device")
+        if self.dtype == "float16" and not self.device.startswith("cuda"):
+            raise UnsupportedModelError("float16 is only exported for GPUs (CPU half-precision matmuls are slow)",
+                                        fix="use --dtype bfloat16 on CPU, or --device cuda", where="--dtype")
+        if self.max_batch_size < 1:
+            raise UnsupportedModelError("max_batch_size must be at least 1", fix="pass --max-batch-size 1 or more",
+                                        where="--max-batch-size")
+        if self.instances < 1:
+            raise UnsupportedModelError("instance count must be at least 1", fix="pass --instances 1 or more",
+                                        where="--instances")
+
+
+@dataclass
+class ExportResult:
+    target: VersionTarget
+    spec: ModelSpec
+    config: TritonModelConfig
+    metadata: ExportMetadata
+    parity: ParityReport
+    files: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.target.name,
+            "version": self.target.version,
+            "model_dir": str(self.target.model_dir),
+            "files": [str(p) for p in self.files],
+            "pooling": self.spec.pooling,
+            "normalize": self.spec.normalize,
+            "max_seq_len": self.spec.max_seq_len,
+            "inputs": [t.name for t in self.config.inputs],
+            "outputs": [t.name for t in self.config.outputs],
+            "parity": self.parity.to_dict(),
+        }
+
+
+def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonModelConfig:
+    """The config.pbtxt content for an exported model."""
+    in_type = TYPE_OF_DTYPE["int32" if options.int32 else "int64"]
+    out_type = TYPE_OF_DTYPE["float16" if options.dtype == "float16" else "float32"]
+    inputs = tuple(TensorConfig(n, in_type, (-1,)) for n in spec.input_names)
+    outputs = [TensorConfig(EMBEDDING_OUTPUT, out_type, (spec.hidden_size,))]
+    if options.token_embeddings:
+        outputs.append(TensorConfig(TOKEN_OUTPUT, out_type, (-1, spec.hidden_size)))
+    cpus = os.cpu_count() or 1
+    intra = options.intra_op_threads if options.intra_op_threads is not None else max(1, cpus // options.instances)
+    inter = options.inter_op_threads if options.inter_op_threads is not None else 1
+    parameters = (
+        ("INTRA_OP_THREAD_COUNT", str(intra)),
+        ("INTER_OP_THREAD_COUNT", str(inter)),
+        ("INFERENCE_MODE", "true" if options.inference_mode else "false"),
+        ("DISABLE_OPTIMIZED_EXECUTION", "true" if options.disable_optimized_execution else "false"),
+    )
+    warmup_len = min(16, spec.max_seq_len)
+    warmup = (Warmup("zeros_1x%d" % warmup_len, 1, tuple(TensorConfig(t.name, t.data_type, (warmup_len,))
+                                                         for t in inputs)),) if options.warmup else ()
+    return TritonModelConfig(
+        name=name,
+        max_batch_size=options.max_batch_size,
+        inputs=inputs,
+        outputs=tuple(outputs),
+        instance_group=(InstanceGroup(options.instances, "KIND_GPU" if options.kind == "gpu" else "KIND_CPU"),),
+        dynamic_batching=DynamicBatching(options.max_queue_delay_us, tuple(options.preferred_batch_sizes)),
+        parameters=parameters,
+        warmup=warmup,
+    )
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
+def _sentences_case(report: ParityReport, traced, reference, spec: ModelSpec, options: ExportOptions) -> None:
+    """Text through the reference's own tokenizer and ``encode()`` vs the traced module on the same tokens."""
+    texts = ["A man is eating food.", "The quick brown fox jumps over the lazy dog near the river bank today.",
+             "Embeddings!"]
+    features = reference.preprocess(texts)
+    expected = reference.encode(texts, convert_to_tensor=True, normalize_embeddings=False).float().cpu()
+    dtype = torch.int32 if options.int32 else torch.int64
+    args = [features[n].to(dtype).to(options.device) for n in spec.input_names]
+    with torch.inference_mode():
+        out = traced(*args)
+    report.add("encode() on sentences", expected, out[0] if isinstance(out, tuple) else out,
+               seq_len=int(features["input_ids"].shape[1]))
+
+
+def export_model(source: str, options: ExportOptions = ExportOptions(), progress: Progress | None = None
+                 ) -> ExportResult:
+    """Export ``source`` (hub id or folder) into ``options.out``; raises a TeiExportError subclass on bad input.
+
+    Every check runs before anything is written; a failure leaves the repository as it was.
+    """
+    options.validate()
+    _say(progress, f"reading {source}")
+    spec = read_spec(source, SpecOverrides(options.pooling, options.normalize, options.max_seq_len),
+                     revision=options.revision, trust_remote_code=options.trust_remote_code)
+    name = options.name or default_model_name(source)
+    target = plan_version(Path(options.out), name, options.version, options.force)
+    config = build_config(name, spec, options)
+    config_text = config.render(source=source)
+
+    _say(progress, "loading weights (sentence-transformers reference)")
+    reference = load_reference(spec, device=options.device)
+    encoder = encoder_of(reference)
+    if options.dtype != "float32":
+        encoder = copy.deepcopy(encoder).to(DTYPES[options.dtype])
+    out_dtype = torch.float16 if options.dtype == "float16" else torch.float32
+    wrapper = build_wrapper_for(spec, encoder, options, out_dtype).to(options.device)
+
+    tokenizer = reference.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_dtype = torch.int32 if options.int32 else torch.int64
+    cases = shape_cases(options.max_batch_size, spec.max_seq_len, spec.max_positions)
+    _say(progress, "tracing to TorchScript")
+    example_case = next(c for c in cases if c.padding != "none")
+    example = {k: v.to(options.device) for k, v in make_inputs(
+        example_case, spec.input_names, spec.vocab_size, pad_id, input_dtype).items()}
+    traced = trace(wrapper, example)
+
+    _say(progress, f"checking the trace against sentence-transformers at {len(cases) + 1} shapes")
+    report = check_trace(traced, reference, cases, spec.input_names, spec.vocab_size, pad_id, input_dtype,
+                         tolerance_for(options.dtype), device=options.device)
+    _sentences_case(report, traced, reference, spec, options)
+    if not report.passed:
+        raise ParityError(
+            f"the traced model differs from sentence-transformers; nothing was written\n{report.table()}",
+            report, fix="report this architecture; try --dtype float32 or another --max-seq-len",
+        )
+
+    metadata = ExportMetadata(
+        source=source, source_path=str(spec.path), revision=spec.revision, model_type=spec.model_type,
+        pooling=spec.pooling, normalize=spec.normalize, max_seq_len=spec.max_seq_len, hidden_size=spec.hidden_size,
+        input_names=list(spec.input_names), input_dtype="int32" if options.int32 else "int64",
+        output_names=[t.name for t in config.outputs], dtype=options.dtype, format="torchscript",
+        device=options.device, prompts=spec.prompts, default_prompt_name=spec.default_prompt_name,
+        versions=library_versions(), parity=report.to_dict(),
+    )
+    _say(progress, f"writing {target.version_dir}")
+    with staged_version(target, options.force) as staging:
+        version_dir = staging / str(target.version)
+        traced.save(str(version_dir / "model.pt"))
+        tokenizer.save_pretrained(str(version_dir / TOKENIZER_DIR))
+        metadata.write(version_dir)
+        (staging / "config.pbtxt").write_text(config_text, encoding="utf-8")
+    files = [target.model_dir / "config.pbtxt", target.version_dir / "model.pt",
+             target.version_dir / "tei_export.json", target.version_dir / TOKENIZER_DIR]
+    return ExportResult(target, spec, config, metadata, report, files)
+
+
+def build_wrapper_for(spec: ModelSpec, encoder, options: ExportOptions, out_dtype: torch.dtype):
+    from .wrapper import build_wrapper
+
+    return build_wrapper(encoder, spec.input_names, spec.pooling, spec.normalize,
+                         token_embeddings=options.token_embeddings, output_dtype=out_dtype)

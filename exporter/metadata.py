@@ -1,0 +1,61 @@
+"""tei_export.json: what was exported and how, beside each model version, for clients, verify and humans."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import RepositoryError
+from .repository import METADATA_FILE
+
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass(frozen=True)
+class ExportMetadata:
+    source: str  # hub id or folder given to `trace`; verify loads the eager reference from here
+    source_path: str  # the local folder the weights came from
+    revision: str | None
+    model_type: str
+    pooling: str
+    normalize: bool
+    max_seq_len: int
+    hidden_size: int
+    input_names: list[str]
+    input_dtype: str  # "int64" or "int32"
+    output_names: list[str]
+    dtype: str  # compute precision inside the graph
+    format: str  # "torchscript" or "pt2"
+    device: str
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    tokenizer_dir: str = TOKENIZER_DIR  # relative to the version folder
+    versions: dict[str, str] = field(default_factory=dict)  # torch, transformers, sentence-transformers, tei-export
+    parity: dict = field(default_factory=dict)
+
+    def write(self, version_dir: Path) -> Path:
+        path = version_dir / METADATA_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, version_dir: Path) -> "ExportMetadata":
+        path = Path(version_dir) / METADATA_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise RepositoryError(f"cannot read export metadata: {err}",
+                                  fix="re-export the model with tei-export trace", where=str(path)) from None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def library_versions() -> dict[str, str]:
+    import sentence_transformers
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "sentence-transformers": sentence_transformers.__version__, "tei-export": __version__}

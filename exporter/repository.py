@@ -1,0 +1,136 @@
+"""The Triton model repository on disk: <repo>/<model>/config.pbtxt and <repo>/<model>/<version>/...
+
+Writes are all-or-nothing: a model version is assembled in a staging folder inside the repository (same
+file system) and renamed into place, so a failed export leaves nothing behind and a reader never sees half a model.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .errors import RepositoryError
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+METADATA_FILE = "tei_export.json"
+STAGING_PREFIX = ".tei-export-staging-"
+
+
+def validate_model_name(name: str) -> str:
+    if not _MODEL_NAME.match(name) or ".." in name:
+        raise RepositoryError(
+            f"invalid model name '{name}'",
+            fix="use 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit (no '/', no '..')",
+            where="--name",
+        )
+    return name
+
+
+def default_model_name(source: str) -> str:
+    """A model name from a hub id or folder: 'BAAI/bge-small-en-v1.5' -> 'bge-small-en-v1.5'."""
+    base = Path(source.rstrip("/\\")).name or "model"
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", base).strip("-.") or "model"
+    return name[:128]
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Numeric version folders of a model, as Triton counts them (no leading zeros)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and re.fullmatch(r"[1-9][0-9]*", p.name))
+
+
+def models(repo: Path) -> list[Path]:
+    """Model folders (those with a config.pbtxt) in a repository, by name."""
+    if not repo.is_dir():
+        return []
+    return sorted(p for p in repo.iterdir() if p.is_dir() and (p / "config.pbtxt").is_file())
+
+
+def latest_version_dir(model_dir: Path) -> Path:
+    found = versions(model_dir)
+    if not found:
+        raise RepositoryError("the model has no version folder", fix="export it with tei-export trace",
+                              where=str(model_dir))
+    return model_dir / str(found[-1])
+
+
+@dataclass(frozen=True)
+class VersionTarget:
+    repo: Path
+    name: str
+    version: int
+
+    @property
+    def model_dir(self) -> Path:
+        return self.repo / self.name
+
+    @property
+    def version_dir(self) -> Path:
+        return self.model_dir / str(self.version)
+
+
+def plan_version(repo: Path, name: str, version: int, force: bool) -> VersionTarget:
+    """Check, before any slow work, that ``version`` of ``name`` may be written into ``repo``."""
+    validate_model_name(name)
+    if version < 1:
+        raise RepositoryError(f"version {version} is not a positive integer", fix="use --version 1 or higher",
+                              where="--version")
+    target = VersionTarget(Path(repo), name, version)
+    if target.version_dir.exists() and not force:
+        existing = versions(target.model_dir)
+        raise RepositoryError(
+            f"version {version} of model '{name}' already exists",
+            fix=f"pass --force to replace it, or --version {max(existing + [version]) + 1} to add a new version",
+            where=str(target.version_dir),
+        )
+    _check_writable(target.repo)
+    return target
+
+
+def _check_writable(repo: Path) -> None:
+    existing = repo
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RepositoryError("the output folder is not writable", fix="choose another --out or fix its permissions",
+                              where=str(existing))
+
+
+@contextmanager
+def staged_version(target: VersionTarget, force: bool) -> Iterator[Path]:
+    """Yield an empty staging model folder; on success its contents replace ``target`` in one rename each.
+
+    The caller writes ``<staging>/config.pbtxt`` and ``<staging>/<version>/...``.
+    """
+    try:
+        target.repo.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX + target.name + "-", dir=target.repo))
+    except OSError as err:
+        raise RepositoryError(f"cannot create the model repository: {err.strerror}",
+                              fix="choose another --out or fix its permissions", where=str(target.repo)) from None
+    try:
+        (staging / str(target.version)).mkdir()
+        yield staging
+        _commit(staging, target, force)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _commit(staging: Path, target: VersionTarget, force: bool) -> None:
+    model_dir, version_dir = target.model_dir, target.version_dir
+    if not model_dir.exists():
+        model_dir.mkdir()
+    if version_dir.exists():
+        if not force:  # appeared while we were exporting
+            raise RepositoryError(f"version {target.version} of model '{target.name}' appeared during the export",
+                                  fix="pass --force to replace it", where=str(version_dir))
+        retired = staging / "replaced"
+        os.rename(version_dir, retired)
+    os.rename(staging / str(target.version), version_dir)
+    os.replace(staging / "config.pbtxt", model_dir / "config.pbtxt")

@@ -1,0 +1,245 @@
+"""What to export: a model source resolved to a local folder, and the embedding semantics read from it.
+
+The sentence-transformers files decide pooling, normalisation, max length and prompts; CLI overrides win.
+Nothing here loads weights: this is cheap, and every problem it finds is reported before any slow step.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .architectures import Architecture, architecture_for
+from .errors import ModelSourceError, UnsupportedModelError
+from .pooling import POOLING_MODES, canonical_pooling
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# A tokenizer_config model_max_length this large means "not set" (transformers' VERY_LARGE_INTEGER).
+_UNSET_MAX_LENGTH = 10**9
+
+
+@dataclass(frozen=True)
+class SpecOverrides:
+    """What the user said on the command line; None means "as the model says"."""
+
+    pooling: str | None = None
+    normalize: bool | None = None
+    max_seq_len: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    source: str  # as given: a hub id or a folder
+    path: Path  # local folder of the transformer weights, config.json and tokenizer
+    revision: str | None
+    architecture: Architecture
+    hidden_size: int
+    max_positions: int  # sequence positions the position embeddings can address
+    vocab_size: int
+    pooling: str
+    normalize: bool
+    max_seq_len: int
+    has_st_metadata: bool
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    trust_remote_code: bool = False
+
+    @property
+    def model_type(self) -> str:
+        return self.architecture.model_type
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self.architecture.input_names
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelSourceError(
+            f"{path.name} is not valid JSON: {err}", fix="repair or remove the file", where=str(path)
+        ) from None
+
+
+def _looks_like_path(source: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else is meant as a folder.
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1
+
+
+def resolve_source(source: str, revision: str | None = None) -> Path:
+    """A local folder for ``source``: the folder itself, or a hub snapshot (HF_HUB_OFFLINE and the cache apply)."""
+    local = Path(source).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelSourceError(
+                "the model source is a file, not a folder", fix="pass the folder that holds config.json", where=source
+            )
+        return local.resolve()
+    if _looks_like_path(source):
+        raise ModelSourceError(
+            "model folder not found", fix="check the path, or pass a Hugging Face hub id such as BAAI/bge-small-en-v1.5",
+            where=source,
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, revision=revision))
+    except Exception as err:  # the hub client raises many types; all mean "cannot get this model"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelSourceError(
+            f"cannot get model '{source}' from the Hugging Face hub or its local cache: {reason}",
+            fix="check the id and network access (HF_HUB_OFFLINE=1 allows only cached models), or pass a local folder",
+        ) from None
+
+
+def _modules(folder: Path) -> list[dict]:
+    path = folder / "modules.json"
+    return _read_json(path) if path.is_file() else []
+
+
+def _module_of(modules: list[dict], type_suffix: str) -> dict | None:
+    return next((m for m in modules if str(m.get("type", "")).endswith(type_suffix)), None)
+
+
+def _pooling_from_config(config: dict, where: Path) -> str:
+    mode = config.get("pooling_mode")
+    if mode is None:  # the legacy format: one boolean per mode
+        flags = [k for k, v in config.items() if k.startswith("pooling_mode_") and v]
+        modes = [canonical_pooling(k.removeprefix("pooling_mode_")) for k in flags]
+    else:
+        modes = [canonical_pooling(m) for m in ([mode] if isinstance(mode, str) else mode)]
+    if len(modes) != 1 or modes[0] is None:
+        raise UnsupportedModelError(
+            f"pooling configuration {config} is not a single supported mode",
+            fix=f"pass --pooling with one of: {', '.join(POOLING_MODES)}",
+            where=str(where),
+        )
+    if config.get("include_prompt") is False:
+        raise UnsupportedModelError(
+            "pooling excludes prompt tokens (include_prompt: false), which depends on the prompt given per request",
+            fix="export with --pooling to pool over all tokens, knowing embeddings then differ from the original",
+            where=str(where),
+        )
+    return modes[0]
+
+
+def _check_modules(modules: list[dict], folder: Path) -> None:
+    known = ("Transformer", "Pooling", "Normalize")
+    for module in modules:
+        kind = str(module.get("type", ""))
+        if not kind.endswith(known):
+            raise UnsupportedModelError(
+                f"sentence-transformers module '{kind}' cannot be exported (only Transformer, Pooling, Normalize)",
+                fix="export a model without that module, or remove it from modules.json knowing embeddings change",
+                where=str(folder / "modules.json"),
+            )
+
+
+def _max_seq_len_from_files(folder: Path, transformer_dir: Path) -> int | None:
+    for cfg in (transformer_dir / "sentence_bert_config.json", folder / "sentence_bert_config.json"):
+        if cfg.is_file():
+            value = _read_json(cfg).get("max_seq_length")
+            if value:
+                return int(value)
+    tok_cfg = transformer_dir / "tokenizer_config.json"
+    if tok_cfg.is_file():
+        value = _read_json(tok_cfg).get("model_max_length")
+        if isinstance(value, (int, float)) and 0 < value < _UNSET_MAX_LENGTH:
+            return int(value)
+    return None
+
+
+def _has_weights(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in WEIGHT_FILES)
+
+
+def read_spec(
+    source: str,
+    overrides: SpecOverrides = SpecOverrides(),
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> ModelSpec:
+    """Resolve ``source`` and read everything an export needs to know about it."""
+    folder = resolve_source(source, revision)
+    modules = _modules(folder)
+    _check_modules(modules, folder)
+    transformer = _module_of(modules, "Transformer")
+    transformer_dir = folder / transformer["path"] if transformer and transformer.get("path") else folder
+
+    config_path = transformer_dir / "config.json"
+    if not config_path.is_file():
+        raise ModelSourceError(
+            "no config.json: this is not a Hugging Face model folder",
+            fix="pass the folder saved by save_pretrained() / SentenceTransformer.save()", where=str(transformer_dir),
+        )
+    if not _has_weights(transformer_dir):
+        raise ModelSourceError(
+            f"no weights: none of {', '.join(WEIGHT_FILES)} found",
+            fix="download the complete model (git lfs pull, or snapshot_download) into the folder",
+            where=str(transformer_dir),
+        )
+    config = _read_json(config_path)
+    model_type = str(config.get("model_type", ""))
+    arch = architecture_for(model_type, where=str(config_path))
+    if "auto_map" in config and not trust_remote_code:
+        raise UnsupportedModelError(
+            "the model ships its own modelling code (auto_map in config.json)",
+            fix="pass --trust-remote-code if you trust that code", where=str(config_path),
+        )
+
+    hidden = int(config.get("hidden_size") or config.get("dim") or 0)
+    positions = int(config.get("max_position_embeddings") or 512) - arch.position_offset
+
+    pooling = overrides.pooling
+    if pooling is not None:
+        canonical = canonical_pooling(pooling)
+        if canonical is None:
+            raise UnsupportedModelError(
+                f"unknown pooling '{pooling}'", fix=f"use one of: {', '.join(POOLING_MODES)}", where="--pooling"
+            )
+        pooling = canonical
+    else:
+        pooling_module = _module_of(modules, "Pooling")
+        pooling_cfg = folder / pooling_module["path"] / "config.json" if pooling_module else None
+        if pooling_cfg is None or not pooling_cfg.is_file():
+            raise ModelSourceError(
+                "pooling is unknown: no sentence-transformers modules.json with a Pooling module and its config.json",
+                fix=f"pass --pooling ({', '.join(POOLING_MODES)}) as the model card says", where=str(folder),
+            )
+        pooling = _pooling_from_config(_read_json(pooling_cfg), pooling_cfg)
+
+    normalize = overrides.normalize
+    if normalize is None:
+        normalize = _module_of(modules, "Normalize") is not None
+
+    max_seq_len = overrides.max_seq_len
+    if max_seq_len is not None:
+        if max_seq_len < 1 or max_seq_len > positions:
+            raise UnsupportedModelError(
+                f"--max-seq-len {max_seq_len} is outside what the model's position embeddings address (1..{positions})",
+                fix=f"pass --max-seq-len {positions} or less", where=str(config_path),
+            )
+    else:
+        max_seq_len = min(_max_seq_len_from_files(folder, transformer_dir) or positions, positions)
+
+    st_config = folder / "config_sentence_transformers.json"
+    st_meta = _read_json(st_config) if st_config.is_file() else {}
+
+    return ModelSpec(
+        source=source,
+        path=transformer_dir,
+        revision=revision,
+        architecture=arch,
+        hidden_size=hidden,
+        max_positions=positions,
+        vocab_size=int(config.get("vocab_size") or 0),
+        pooling=pooling,
+        normalize=bool(normalize),
+        max_seq_len=max_seq_len,
+        has_st_metadata=bool(modules),
+        prompts=dict(st_meta.get("prompts") or {}),
+        default_prompt_name=st_meta.get("default_prompt_name"),
+        trust_remote_code=trust_remote_code,
+    )

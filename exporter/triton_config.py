@@ -1,0 +1,165 @@
+"""The Triton model configuration as typed dataclasses, rendered from templates/ and parsed back with Triton's
+own protobuf (``tritonclient.grpc.model_config_pb2``) so nothing is written that Triton would not read.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import ConfigError
+
+# The LibTorch backend's tensor types (it has no BF16 and no unsigned 16/32/64-bit types).
+LIBTORCH_TYPES = ("TYPE_BOOL", "TYPE_UINT8", "TYPE_INT8", "TYPE_INT16", "TYPE_INT32", "TYPE_INT64",
+                  "TYPE_FP16", "TYPE_FP32", "TYPE_FP64")
+TYPE_OF_DTYPE = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16",
+                 "bool": "TYPE_BOOL", "string": "TYPE_STRING"}
+_KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO", "KIND_MODEL")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def _fail(name: str, field_name: str, problem: str, fix: str) -> ConfigError:
+    return ConfigError(problem, fix=fix, where=f"model '{name}', field {field_name}")
+
+
+@dataclass(frozen=True)
+class TensorConfig:
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    count: int = 1
+    kind: str = "KIND_CPU"
+    gpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    max_queue_delay_microseconds: int = 100
+    preferred_batch_size: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Warmup:
+    name: str
+    batch_size: int
+    inputs: tuple[TensorConfig, ...]
+
+
+@dataclass(frozen=True)
+class TritonModelConfig:
+    name: str
+    max_batch_size: int
+    inputs: tuple[TensorConfig, ...]
+    outputs: tuple[TensorConfig, ...]
+    platform: str | None = "pytorch_libtorch"
+    backend: str | None = None
+    default_model_filename: str | None = None
+    instance_group: tuple[InstanceGroup, ...] = (InstanceGroup(),)
+    dynamic_batching: DynamicBatching | None = DynamicBatching()
+    parameters: tuple[tuple[str, str], ...] = ()
+    warmup: tuple[Warmup, ...] = field(default=())
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        n = self.name
+        if not _NAME.match(n) or ".." in n:
+            raise _fail(n, "name", f"invalid model name '{n}'",
+                        "use letters, digits, '_', '-', '.' only, starting with a letter or digit")
+        if self.max_batch_size < 0:
+            raise _fail(n, "max_batch_size", f"max_batch_size {self.max_batch_size} is negative",
+                        "use 0 (no batching) or a positive batch size")
+        if not self.inputs or not self.outputs:
+            raise _fail(n, "input/output", "a model needs at least one input and one output", "declare them")
+        for kind, tensors in (("input", self.inputs), ("output", self.outputs)):
+            seen = set()
+            for t in tensors:
+                if t.name in seen:
+                    raise _fail(n, f"{kind} '{t.name}'", "duplicate tensor name", "give each tensor its own name")
+                seen.add(t.name)
+                if self.platform == "pytorch_libtorch" and t.data_type not in LIBTORCH_TYPES:
+                    raise _fail(n, f"{kind} '{t.name}'.data_type",
+                                f"{t.data_type} is not supported by the LibTorch backend",
+                                f"use one of {', '.join(LIBTORCH_TYPES)}")
+                if not t.dims or any(d == 0 or d < -1 for d in t.dims):
+                    raise _fail(n, f"{kind} '{t.name}'.dims", f"dims {list(t.dims)} are invalid",
+                                "use positive sizes or -1 for a variable size; with max_batch_size > 0 leave "
+                                "the batch dimension out")
+        for g in self.instance_group:
+            if g.count < 1 or g.kind not in _KINDS:
+                raise _fail(n, "instance_group", f"instance group {g} is invalid",
+                            f"count >= 1 and kind one of {', '.join(_KINDS)}")
+        if self.dynamic_batching is not None:
+            db = self.dynamic_batching
+            if db.max_queue_delay_microseconds < 0:
+                raise _fail(n, "dynamic_batching.max_queue_delay_microseconds", "the delay is negative", "use >= 0")
+            bad = [b for b in db.preferred_batch_size if b < 1 or b > self.max_batch_size]
+            if bad:
+                raise _fail(n, "dynamic_batching.preferred_batch_size",
+                            f"preferred sizes {bad} are outside 1..max_batch_size ({self.max_batch_size})",
+                            "choose sizes no larger than max_batch_size")
+            if self.max_batch_size == 0:
+                raise _fail(n, "dynamic_batching", "dynamic batching needs max_batch_size > 0",
+                            "set max_batch_size or drop dynamic batching")
+        for w in self.warmup:
+            for t in w.inputs:
+                if any(d < 1 for d in t.dims):
+                    raise _fail(n, f"model_warmup '{w.name}'.inputs '{t.name}'.dims",
+                                f"warmup dims {list(t.dims)} are not fully specified",
+                                "give every warmup dimension a positive size (batch dimension excluded)")
+
+    def render(self, source: str | None = None) -> str:
+        """config.pbtxt text; raises ConfigError if Triton's protobuf does not accept it."""
+        from . import __version__
+
+        text = _template().render(c=self, source=source, tool_version=__version__)
+        parse_pbtxt(text, where=f"rendered config of model '{self.name}'")
+        return text + ("" if text.endswith("\n") else "\n")
+
+
+@lru_cache(maxsize=1)
+def _template():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())), undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True, autoescape=False,
+    ).get_template("config.pbtxt.j2")
+
+
+def templates_dir() -> Path:
+    """templates/ in a source checkout, or the copy installed in the wheel as ``exporter/templates``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "config.pbtxt.j2").is_file():
+            return candidate
+    raise ConfigError("the config.pbtxt templates are missing from the installation",
+                      fix="reinstall tei-export (pip install .)", where=str(here))
+
+
+def parse_pbtxt(text: str, where: str = "config.pbtxt"):
+    """Parse ``text`` into Triton's ``ModelConfig`` protobuf; ConfigError with the parser's message if invalid."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as err:
+        raise ConfigError(f"Triton's ModelConfig protobuf rejects it: {err}",
+                          fix="fix the field named in the message", where=where) from None
+
+
+def read_config(path: Path):
+    """The ModelConfig protobuf of a config.pbtxt file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read the model config: {err.strerror}",
+                          fix="export the model first (tei-export trace)", where=str(path)) from None
+    return parse_pbtxt(text, where=str(path))

@@ -1,0 +1,29 @@
+import os
+
+import pytest
+
+# No test may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from model_factory import bge_small_like, minilm_path  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def minilm() -> str:
+    return minilm_path()
+
+
+@pytest.fixture(scope="session")
+def minilm_export(tmp_path_factory, minilm):
+    """all-MiniLM-L6-v2 (real weights) exported once for the session into its own repository."""
+    from exporter.export import ExportOptions, export_model
+
+    repo = tmp_path_factory.mktemp("repo_minilm")
+    return export_model(minilm, ExportOptions(out=repo, name="minilm", max_batch_size=16))
+
+
+@pytest.fixture(scope="session")
+def bge_like(tmp_path_factory) -> str:
+    return bge_small_like(tmp_path_factory.mktemp("bge_small_like"))
