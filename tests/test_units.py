@@ -1,0 +1,110 @@
+"""Pure pieces: pooling against sentence-transformers' Pooling, spec reading, config validation and packaging."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from model_factory import random_model
+
+from exporter.errors import ConfigError
+from exporter.parity import compare
+from exporter.pooling import POOLING_MODES, pool
+from exporter.spec import SpecOverrides, read_spec
+from exporter.triton_config import DynamicBatching, TensorConfig, TritonModelConfig, parse_pbtxt
+
+
+@pytest.mark.parametrize("mode", POOLING_MODES)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pooling_matches_sentence_transformers(mode, side):
+    from sentence_transformers.sentence_transformer.modules.pooling import Pooling
+
+    torch.manual_seed(0)
+    tokens = torch.randn(4, 9, 8)
+    mask = torch.ones(4, 9, dtype=torch.long)
+    for row, length in enumerate([9, 5, 1, 3]):
+        if side == "right":
+            mask[row, length:] = 0
+        else:
+            mask[row, : 9 - length] = 0
+    expected = Pooling(8, pooling_mode=mode)({"token_embeddings": tokens, "attention_mask": mask})
+    got = pool(mode, tokens, mask)
+    assert torch.allclose(got, expected["sentence_embedding"], atol=1e-6), mode
+
+
+def test_compare_reports_max_abs_and_cosine():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    max_abs, min_cos = compare(a, b)
+    assert max_abs == pytest.approx(1.0) and min_cos == pytest.approx(2 ** -0.5)
+    assert compare(a, torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))[1] == float("-inf")
+
+
+def test_spec_reads_legacy_and_new_pooling_and_prompts(tmp_path):
+    legacy = random_model(tmp_path / "legacy", "bert", pooling="cls", legacy_pooling=True, normalize=False)
+    new = random_model(tmp_path / "new", "bert", pooling="lasttoken", prompts={"query": "query: "})
+    assert read_spec(legacy).pooling == "cls" and not read_spec(legacy).normalize
+    spec = read_spec(new)
+    assert spec.pooling == "lasttoken" and spec.normalize and spec.max_seq_len == 64
+    assert spec.prompts == {"query": "query: "}
+    over = read_spec(new, SpecOverrides(pooling="weighted-mean", normalize=False, max_seq_len=100))
+    assert (over.pooling, over.normalize, over.max_seq_len) == ("weightedmean", False, 100)
+
+
+def test_roberta_positions_exclude_padding_offset(tmp_path):
+    src = random_model(tmp_path / "r", "roberta", positions=66, max_seq_length=None)
+    spec = read_spec(src)
+    assert spec.max_positions == 64 and spec.max_seq_len == 64
+
+
+def test_remote_code_needs_opt_in(tmp_path):
+    src = Path(random_model(tmp_path / "r", "bert"))
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModel": "modeling_x.XModel"}
+    (src / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(Exception, match="--trust-remote-code"):
+        read_spec(str(src))
+
+
+def _config(**changes):
+    base = dict(name="m", max_batch_size=8, inputs=(TensorConfig("input_ids", "TYPE_INT64", (-1,)),),
+                outputs=(TensorConfig("embedding", "TYPE_FP32", (4,)),))
+    base.update(changes)
+    return TritonModelConfig(**base)
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"inputs": (TensorConfig("x", "TYPE_INT64", (0,)),)}, "input 'x'.dims"),
+    ({"outputs": (TensorConfig("y", "TYPE_BF16", (4,)),)}, "output 'y'.data_type"),
+    ({"dynamic_batching": DynamicBatching(100, (16,))}, "dynamic_batching.preferred_batch_size"),
+    ({"name": "../x"}, "field name"),
+    ({"max_batch_size": 0}, "dynamic_batching"),
+])
+def test_config_validation_names_field(changes, field):
+    with pytest.raises(ConfigError, match="Fix:") as info:
+        _config(**changes)
+    assert field in str(info.value)
+
+
+def test_rendered_config_round_trips_through_protobuf():
+    text = _config(parameters=(("INTRA_OP_THREAD_COUNT", "3"),)).render()
+    cfg = parse_pbtxt(text)
+    assert cfg.name == "m" and cfg.max_batch_size == 8 and cfg.parameters["INTRA_OP_THREAD_COUNT"].string_value == "3"
+    with pytest.raises(ConfigError, match="protobuf rejects"):
+        parse_pbtxt(text.replace("max_batch_size: 8", "max_batch_size: eight"))
+
+
+def test_wheel_contains_templates_and_backend(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("tei_export-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "exporter/templates/config.pbtxt.j2" in names
+    assert "exporter/compat_backend/model.py" in names
+    assert "exporter/cpp/libtorch_check.cpp" in names
+    assert "exporter/cli.py" in names
