@@ -108,5 +108,96 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
     click.echo(result.parity.table())
 
 
+@main.command()
+@click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--tritonserver", "binary", help="tritonserver binary (default: PATH, /opt/tritonserver, nvidia-pytriton).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind HTTP and gRPC to.")
+@click.option("--http-port", type=int, help="HTTP port (default: a free one).")
+@click.option("--grpc-port", type=int, help="gRPC port (default: a free one).")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), help="Server log file.")
+@_friendly_errors
+def serve(repository, binary, host, http_port, grpc_port, log_path):
+    """Start tritonserver on REPOSITORY, wait until every model is READY, serve until Ctrl-C."""
+    import signal
+
+    from .server import TritonServer
+
+    server = TritonServer(repository, binary=binary, host=host, http_port=http_port, grpc_port=grpc_port,
+                          log_path=log_path)
+    click.echo(f"starting tritonserver on {repository} ...", err=True)
+    # SIGTERM (from a supervisor) stops the server like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        server.start()
+        click.echo(f"server:  {server.binary.describe()}")
+        click.echo(f"backend: {server.backends.describe()}")
+        click.echo(f"models:  {', '.join(server.models)} (all READY)")
+        click.echo(f"HTTP:    http://{server.http_url}")
+        click.echo(f"gRPC:    {server.grpc_url}")
+        click.echo(f"log:     {server.log_path}")
+        click.echo("Ctrl-C stops the server.")
+        while server.running:
+            time.sleep(0.5)
+        raise TeiExportError(f"tritonserver exited on its own (see {server.log_path})",
+                             fix="read the end of the log for the reason")
+    except KeyboardInterrupt:
+        click.echo("stopping tritonserver ...", err=True)
+    finally:
+        server.stop()
+
+
+@main.command()
+@click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--url", help="A running Triton (host:port); without it a server is started and stopped here.")
+@click.option("--protocol", type=click.Choice(["http", "grpc", "both"]), default=None,
+              help="Protocol(s) to verify over (default: both; with --url: grpc).")
+@click.option("--model", "names", multiple=True, help="Verify only this model (repeatable).")
+@click.option("--corpus-size", type=int, default=48, show_default=True, help="Docstring sentences (+ edge cases).")
+@click.option("--tritonserver", "binary", help="tritonserver binary for the server started here.")
+@click.option("--no-libtorch-check", is_flag=True, help="Skip the C++ LibTorch load-and-run check.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_friendly_errors
+def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_check, as_json):
+    """Compare what Triton returns for every exported model in REPOSITORY with eager sentence-transformers."""
+    from .errors import VerificationError
+    from .verify import verify_repository
+
+    if protocol is None:
+        protocol = "grpc" if url else "both"
+    protocols = ("http", "grpc") if protocol == "both" else (protocol,)
+    report = verify_repository(repository, url=url, protocols=protocols, names=list(names) or None,
+                               corpus_size=corpus_size, libtorch=not no_libtorch_check,
+                               server_options={"binary": binary} if binary else None,
+                               progress=_progress_printer(sys.stderr.isatty() and not as_json))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    if not report.passed:
+        raise VerificationError("Triton's embeddings differ from eager sentence-transformers (see the table)",
+                                fix="re-export the model, and check the server's backend and the model's config")
+
+
+@main.command("check-libtorch")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@_friendly_errors
+def check_libtorch_cmd(model_dir, as_json):
+    """Load MODEL_DIR's model.pt in a small C++ LibTorch program (no Python) and compare with eager."""
+    from dataclasses import asdict
+
+    from .errors import VerificationError
+    from .libtorch_check import check_libtorch
+
+    report = check_libtorch(model_dir)
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=2))
+    elif report.skipped:
+        click.echo(f"skipped: {report.skip_reason}")
+    else:
+        click.echo(f"{report.model_name}: {'ok' if report.ok else 'FAIL'} in LibTorch C++ ({report.cases} calls, "
+                   f"{report.rows} rows): max|diff| {report.max_abs_diff:.2e}, min cosine {report.min_cosine:.7f}")
+    if not report.ok and not report.skipped:
+        raise VerificationError("the model's output in LibTorch C++ differs from eager sentence-transformers",
+                                fix="re-export the model", where=str(model_dir))
+
+
 if __name__ == "__main__":
     main()

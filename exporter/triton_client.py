@@ -1,0 +1,119 @@
+"""One face for tritonclient's HTTP and gRPC clients: the calls verify, bench and tune make."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PROTOCOLS = ("http", "grpc")
+# Triton config type -> (wire datatype, numpy dtype)
+WIRE_TYPES = {
+    "TYPE_INT64": ("INT64", np.int64), "TYPE_INT32": ("INT32", np.int32), "TYPE_FP32": ("FP32", np.float32),
+    "TYPE_FP16": ("FP16", np.float16), "TYPE_STRING": ("BYTES", np.object_), "TYPE_BOOL": ("BOOL", np.bool_),
+}
+
+
+def _module(protocol: str):
+    if protocol == "http":
+        import tritonclient.http as module
+    elif protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; expected http or grpc")
+    return module
+
+
+@dataclass(frozen=True)
+class ServedTensor:
+    name: str
+    data_type: str  # TYPE_*
+    dims: tuple[int, ...]
+
+    @property
+    def numpy_dtype(self):
+        return WIRE_TYPES[self.data_type][1]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model's config as the server reports it (not as the file on disk says)."""
+
+    name: str
+    max_batch_size: int
+    inputs: tuple[ServedTensor, ...]
+    outputs: tuple[ServedTensor, ...]
+    platform: str
+    backend: str
+
+
+class TritonClient:
+    def __init__(self, url: str, protocol: str, timeout_s: float = 60.0):
+        self.url, self.protocol = url, protocol
+        self._m = _module(protocol)
+        if protocol == "http":
+            self._client = self._m.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+        else:
+            self._client = self._m.InferenceServerClient(url)
+        self._timeout = timeout_s
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _json(self, result) -> dict:
+        return result if isinstance(result, dict) else {}
+
+    def model(self, name: str) -> ServedModel:
+        if self.protocol == "http":
+            cfg = self._client.get_model_config(name)
+        else:
+            cfg = self._client.get_model_config(name, as_json=True)["config"]
+
+        def tensors(key):
+            return tuple(ServedTensor(t["name"], t.get("data_type", "TYPE_FP32"), tuple(int(d) for d in t["dims"]))
+                         for t in cfg.get(key, []))
+
+        return ServedModel(name=cfg["name"], max_batch_size=int(cfg.get("max_batch_size", 0)),
+                           inputs=tensors("input"), outputs=tensors("output"), platform=cfg.get("platform", ""),
+                           backend=cfg.get("backend", ""))
+
+    def ready_models(self) -> list[str]:
+        if self.protocol == "http":
+            index = self._client.get_model_repository_index()
+        else:
+            index = self._client.get_model_repository_index(as_json=True).get("models", [])
+        return sorted(m["name"] for m in index if m.get("state") == "READY")
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        wire = []
+        for name, array in inputs.items():
+            datatype = "BYTES" if array.dtype == np.object_ else {
+                np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32",
+                np.dtype(np.float16): "FP16", np.dtype(np.bool_): "BOOL"}[array.dtype]
+            tensor = self._m.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            wire.append(tensor)
+        requested = [self._m.InferRequestedOutput(n) for n in outputs]
+        kwargs = {"client_timeout": self._timeout} if self.protocol == "grpc" else {}
+        result = self._client.infer(model, wire, outputs=requested, **kwargs)
+        return {n: result.as_numpy(n) for n in outputs}
+
+    def statistics(self, model: str) -> tuple[int, int]:
+        """(inference_count, execution_count) summed over versions: fewer executions than inferences = batching."""
+        if self.protocol == "http":
+            stats = self._client.get_inference_statistics(model)
+        else:
+            stats = self._client.get_inference_statistics(model, as_json=True)
+        rows = stats.get("model_stats", [])
+        return (sum(int(r.get("inference_count", 0)) for r in rows),
+                sum(int(r.get("execution_count", 0)) for r in rows))
+
+    def server_version(self) -> str:
+        if self.protocol == "http":
+            return self._client.get_server_metadata().get("version", "")
+        return self._client.get_server_metadata(as_json=True).get("version", "")

@@ -1,0 +1,281 @@
+"""`tei-export verify`: what Triton returns, over HTTP and gRPC, against eager sentence-transformers.
+
+For each exported model the harness reads the config from the server, tokenizes a corpus with the model's own
+tokenizer, sends it at several batch sizes and concurrency levels (padded to length buckets under concurrency so
+the dynamic batcher really merges requests), and compares every returned row with ``SentenceTransformer.encode``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .corpus import CorpusItem, build_corpus
+from .errors import VerificationError
+from .metadata import ExportMetadata
+from .parity import compare, tolerance_for
+from .repository import METADATA_FILE, latest_version_dir, models
+from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
+from .triton_client import PROTOCOLS, ServedModel, TritonClient
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One way of sending the corpus: texts per request and requests in flight."""
+
+    batch: int
+    concurrency: int
+
+    @property
+    def label(self) -> str:
+        return f"batch {self.batch} x concurrency {self.concurrency}"
+
+
+DEFAULT_RUNS = (Run(1, 1), Run(4, 2), Run(16, 1), Run(1, 8))
+
+
+@dataclass
+class RunResult:
+    label: str
+    requests: int
+    texts: int
+    max_abs_diff: float
+    min_cosine: float
+    passed: bool
+    seconds: float
+
+
+@dataclass
+class ModelCheck:
+    model: str
+    protocol: str
+    texts: int = 0
+    runs: list[RunResult] = field(default_factory=list)
+    inferences: int = 0  # counted by the server over this check
+    executions: int = 0
+    worst_text: str | None = None
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and bool(self.runs) and all(r.passed for r in self.runs)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((r.max_abs_diff for r in self.runs), default=float("nan"))
+
+    @property
+    def min_cosine(self) -> float:
+        return min((r.min_cosine for r in self.runs), default=float("nan"))
+
+
+@dataclass
+class VerifyReport:
+    server: str
+    checks: list[ModelCheck] = field(default_factory=list)
+    libtorch: list[dict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks) and \
+            all(r.get("ok") or r.get("skipped") for r in self.libtorch)
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "server": self.server,
+                "checks": [{**asdict(c), "passed": c.passed, "max_abs_diff": c.max_abs_diff,
+                            "min_cosine": c.min_cosine} for c in self.checks],
+                "libtorch": self.libtorch}
+
+    def table(self) -> str:
+        rows = [("model", "protocol", "run", "requests", "texts", "max|diff|", "min cos", "ok")]
+        for c in self.checks:
+            if c.error:
+                rows.append((c.model, c.protocol, "error", "", "", "", "", "FAIL"))
+                continue
+            for r in c.runs:
+                rows.append((c.model, c.protocol, r.label, str(r.requests), str(r.texts), f"{r.max_abs_diff:.2e}",
+                             f"{r.min_cosine:.7f}", "ok" if r.passed else "FAIL"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [f"server: {self.server}"]
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+        for c in self.checks:
+            if c.error:
+                lines.append(f"{c.model} over {c.protocol}: {c.error}")
+            elif c.inferences:
+                lines.append(f"{c.model} over {c.protocol}: dynamic batching ran {c.inferences} requests in "
+                             f"{c.executions} executions")
+        for r in self.libtorch:
+            if r.get("skipped"):
+                lines.append(f"libtorch C++ check of {r['model']}: skipped ({r.get('skip_reason')})")
+            else:
+                lines.append(f"libtorch C++ check of {r['model']}: {'ok' if r.get('ok') else 'FAIL'} "
+                             f"max|diff| {r.get('max_abs_diff', float('nan')):.2e} "
+                             f"min cos {r.get('min_cosine', float('nan')):.7f}")
+        lines.append("verdict: " + ("PASS" if self.passed else "FAIL"))
+        return "\n".join(lines)
+
+
+@dataclass
+class ExportedModel:
+    """A model of the repository that tei-export wrote (it has tei_export.json)."""
+
+    name: str
+    model_dir: Path
+    version_dir: Path
+    metadata: ExportMetadata
+
+
+def exported_models(repo: Path, names: list[str] | None = None) -> list[ExportedModel]:
+    found = []
+    for model_dir in models(Path(repo)):
+        if names and model_dir.name not in names:
+            continue
+        try:
+            vdir = latest_version_dir(model_dir)
+        except Exception:
+            continue
+        if (vdir / METADATA_FILE).is_file():
+            found.append(ExportedModel(model_dir.name, model_dir, vdir, ExportMetadata.read(vdir)))
+    missing = set(names or ()) - {m.name for m in found}
+    if missing:
+        raise VerificationError(f"no exported model named {', '.join(sorted(missing))} in the repository",
+                                fix="check --model against the folders that have <version>/tei_export.json",
+                                where=str(repo))
+    if not found:
+        raise VerificationError("the repository holds no model exported by tei-export",
+                                fix="run tei-export trace MODEL --out REPOSITORY first", where=str(repo))
+    return found
+
+
+def reference_for(meta: ExportMetadata):
+    """The eager sentence-transformers model with the exported semantics (pooling, normalize, max length)."""
+    from .reference import load_reference
+    from .spec import SpecOverrides, read_spec
+
+    source = meta.source_path if Path(meta.source_path).is_dir() else meta.source
+    spec = read_spec(source, SpecOverrides(meta.pooling, meta.normalize, meta.max_seq_len), revision=meta.revision)
+    return load_reference(spec)
+
+
+def _split(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], tokenizer, meta: ExportMetadata,
+              run: Run, timeout_s: float) -> np.ndarray:
+    """Send ``texts`` as requests of ``run.batch`` texts with ``run.concurrency`` in flight; rows in text order."""
+    names = [t.name for t in served.inputs]
+    dtype = served.inputs[0].numpy_dtype
+    output = served.outputs[0].name
+    chunks = _split(list(range(len(texts))), run.batch)
+    buckets = DEFAULT_BUCKETS if run.concurrency > 1 else None
+    local = threading.local()
+    clients: list[TritonClient] = []
+    lock = threading.Lock()
+
+    def client() -> TritonClient:
+        if not hasattr(local, "client"):
+            local.client = TritonClient(url, protocol, timeout_s)
+            with lock:
+                clients.append(local.client)
+        return local.client
+
+    def one(chunk: list[int]) -> np.ndarray:
+        arrays = encode_batch(tokenizer, [texts[i] for i in chunk], meta.max_seq_len, names, dtype, buckets)
+        return client().infer(served.name, arrays, [output])[output]
+
+    try:
+        with ThreadPoolExecutor(max_workers=run.concurrency) as pool:
+            parts = list(pool.map(one, chunks))
+    finally:
+        for c in clients:
+            c.close()
+    return np.concatenate(parts, axis=0)
+
+
+def verify_model(url: str, protocol: str, model: ExportedModel, items: list[CorpusItem], expected: np.ndarray,
+                 tokenizer, runs=DEFAULT_RUNS, timeout_s: float = 120.0) -> ModelCheck:
+    check = ModelCheck(model.name, protocol, texts=len(items))
+    texts = [i.text for i in items]
+    tolerance = tolerance_for(model.metadata.dtype)
+    try:
+        with TritonClient(url, protocol, timeout_s) as admin:
+            served = admin.model(model.name)
+            before = admin.statistics(model.name)
+            for run in runs:
+                batch = min(run.batch, served.max_batch_size or 1)
+                started = time.monotonic()
+                got = _send_run(url, protocol, served, texts, tokenizer, model.metadata, Run(batch, run.concurrency),
+                                timeout_s)
+                max_abs, min_cos = compare(expected, got)
+                check.runs.append(RunResult(Run(batch, run.concurrency).label, -(-len(texts) // batch), len(texts),
+                                            max_abs, min_cos, tolerance.accepts(max_abs, min_cos),
+                                            time.monotonic() - started))
+                if not check.runs[-1].passed and check.worst_text is None:
+                    rows = np.abs(np.asarray(got, np.float64) - expected).max(axis=1)
+                    check.worst_text = f"{items[int(rows.argmax())].kind}: {texts[int(rows.argmax())][:80]!r}"
+            after = admin.statistics(model.name)
+            check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
+    except Exception as err:  # a server or protocol failure is a failed check, reported, not a crash
+        check.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return check
+
+
+def _libtorch_reports(targets: list[ExportedModel], progress: Progress | None) -> list[dict]:
+    from .libtorch_check import check_libtorch
+
+    reports = []
+    for m in targets:
+        if progress:
+            progress(f"libtorch C++ check of {m.name}")
+        report = check_libtorch(m.model_dir)
+        reports.append({"model": m.name, **asdict(report)})
+    return reports
+
+
+def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, ...] = PROTOCOLS,
+                      names: list[str] | None = None, corpus_size: int = 48, runs=DEFAULT_RUNS,
+                      libtorch: bool = True, server_options: dict | None = None,
+                      progress: Progress | None = None) -> VerifyReport:
+    """Verify every exported model of ``repo`` on the server at ``url`` (or on one started here and stopped)."""
+    targets = exported_models(Path(repo), names)
+    if url is not None and len(protocols) != 1:
+        raise VerificationError("--url names one endpoint, so it needs one protocol",
+                                fix="add --protocol http or --protocol grpc")
+    with ExitStack() as stack:
+        if url is None:
+            from .server import TritonServer
+
+            if progress:
+                progress(f"starting tritonserver on {repo}")
+            server = stack.enter_context(TritonServer(repo, **(server_options or {})))
+            urls = {"http": server.http_url, "grpc": server.grpc_url}
+            description = f"{server.binary.describe()}; {server.backends.describe()}"
+        else:
+            urls = {protocols[0]: url}
+            with TritonClient(url, protocols[0]) as c:
+                description = f"Triton {c.server_version()} at {url}"
+        report = VerifyReport(server=description)
+        for model in targets:
+            tokenizer = load_tokenizer(model.version_dir, model.metadata.tokenizer_dir)
+            items = build_corpus(corpus_size, tokenizer=tokenizer, max_seq_len=model.metadata.max_seq_len)
+            if progress:
+                progress(f"{model.name}: eager sentence-transformers on {len(items)} texts")
+            reference = reference_for(model.metadata)
+            expected = reference.encode([i.text for i in items], convert_to_numpy=True,
+                                        normalize_embeddings=False).astype(np.float64)
+            for protocol in protocols:
+                if progress:
+                    progress(f"{model.name}: requests over {protocol}")
+                report.checks.append(verify_model(urls[protocol], protocol, model, items, expected, tokenizer, runs))
+        if libtorch:
+            report.libtorch = _libtorch_reports(targets, progress)
+    return report
