@@ -1,0 +1,343 @@
+"""Real tritonserver (the one bundled in nvidia-pytriton) serving TorchScript through exporter.server.
+
+One server per module serves all-MiniLM-L6-v2 (traced here from the real weights) and a few tiny scripted models;
+a second, short-lived server checks that a broken model makes TritonServer raise with the server's load error.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import _triton_fixtures as fx  # noqa: E402  (tests/ is on sys.path under pytest's rootdir-less import mode)
+from exporter.errors import ServerError  # noqa: E402
+from exporter.server import (  # noqa: E402
+    COMPAT_MODEL_PY,
+    TritonServer,
+    find_tritonserver,
+    prepare_backends,
+)
+
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def binary():
+    try:
+        return find_tritonserver()
+    except ServerError as err:  # pragma: no cover - the dev/CI environment has nvidia-pytriton
+        pytest.skip(f"no tritonserver here: {err}")
+
+
+@pytest.fixture(scope="module")
+def st_model():
+    return fx.load_sentence_transformer()
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("backend-cache")
+
+
+@pytest.fixture(scope="module")
+def server(binary, st_model, cache_dir, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    fx.write_minilm(repo, st_model)
+    fx.write_tiny_models(repo)
+    srv = TritonServer(
+        repo, binary=binary, cache_dir=cache_dir, log_path=tmp_path_factory.mktemp("logs") / "triton.log"
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def http(server):
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=8)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def grpc(server):
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    yield client
+    client.close()
+
+
+def _inputs(module, enc, dtype="INT64"):
+    out = []
+    for name, array in enc.items():
+        item = module.InferInput(name, list(array.shape), dtype)
+        item.set_data_from_numpy(array)
+        out.append(item)
+    return out
+
+
+def _good_request(http, st_model):
+    enc = fx.tokenize(st_model, fx.SENTENCES[:1])
+    got = http.infer("minilm", _inputs(httpclient, enc)).as_numpy("embedding")
+    assert got.shape == (1, 384)
+    ref = st_model.encode(fx.SENTENCES[:1], convert_to_numpy=True)
+    assert np.abs(got - ref).max() <= 1e-5
+
+
+# --------------------------------------------------------------------------------------------------------------
+# finding the server and the backend
+# --------------------------------------------------------------------------------------------------------------
+def test_find_tritonserver(binary):
+    assert binary.path.is_file()
+    assert binary.origin in ("explicit", "PATH", "/opt/tritonserver", "nvidia-pytriton")
+    major, minor, *_ = binary.version.split(".")
+    assert major.isdigit() and minor.isdigit(), binary.version
+    if binary.origin == "nvidia-pytriton":
+        assert binary.version == "2.51.0"
+        assert "nvidia_pytriton.libs" in binary.env["LD_LIBRARY_PATH"]
+        assert binary.python_stubs_dir is not None
+
+
+def test_find_tritonserver_explicit(binary):
+    again = find_tritonserver(str(binary.path))
+    assert again.origin == "explicit" and again.version == binary.version
+    root = binary.path.parent.parent
+    assert find_tritonserver(root).path.resolve() == binary.path.resolve()  # an install folder works too
+
+
+def test_find_tritonserver_errors(tmp_path):
+    with pytest.raises(ServerError, match="does not exist") as err:
+        find_tritonserver(tmp_path / "nope" / "tritonserver")
+    assert str(tmp_path / "nope") in str(err.value)
+    with pytest.raises(ServerError, match="no tritonserver found") as err:
+        find_tritonserver(path_env="", opt_root=tmp_path / "opt", use_pytriton=False)
+    text = str(err.value)
+    assert "PATH" in text and str(tmp_path / "opt" / "bin" / "tritonserver") in text and "Fix:" in text
+
+
+def test_backend_assembled(binary, cache_dir):
+    setup = prepare_backends(binary, cache_dir)
+    if (binary.backend_dir / "pytorch" / "libtriton_pytorch.so").is_file():  # pragma: no cover - NGC image
+        assert not setup.compat and setup.backend_dir == binary.backend_dir
+        return
+    assert setup.compat and "compatibility backend in use" in setup.describe()
+    folder = setup.backend_dir
+    assert (folder / "python" / "libtriton_python.so").is_file()
+    stub = folder / "python" / "triton_python_backend_stub"
+    assert stub.is_file() and os.access(stub, os.X_OK)
+    assert (folder / "pytorch" / "model.py").read_bytes() == COMPAT_MODEL_PY.read_bytes()
+    assert not (folder / "pytorch" / "libtriton_pytorch.so").exists()
+    assert prepare_backends(binary, cache_dir).backend_dir == folder  # cached, not rebuilt
+
+
+# --------------------------------------------------------------------------------------------------------------
+# serving
+# --------------------------------------------------------------------------------------------------------------
+def test_server_ready(server, http):
+    assert set(server.models) == {"minilm", "pair", "fp16_out", "dict_out", "ragged"}
+    assert server.http_url.startswith("127.0.0.1:") and server.grpc_url.startswith("127.0.0.1:")
+    assert http.is_server_ready() and http.is_model_ready("minilm")
+    assert http.get_server_metadata()["version"] == server.binary.version
+    if server.compat_backend:
+        config = http.get_model_config("minilm")
+        assert config["backend"] == "pytorch" and config.get("runtime") == "model.py"
+        assert "tei-export LibTorch compatibility backend" in server.log_text()
+
+
+def test_http_matches_sentence_transformers(http, st_model):
+    enc = fx.tokenize(st_model, fx.SENTENCES)
+    got = http.infer("minilm", _inputs(httpclient, enc)).as_numpy("embedding")
+    ref = st_model.encode(fx.SENTENCES, convert_to_numpy=True)
+    assert got.shape == (3, 384) and got.dtype == np.float32
+    assert np.abs(got - ref).max() <= 1e-5
+
+
+def test_grpc_matches_sentence_transformers(grpc, st_model):
+    sentences = fx.SENTENCES[::-1] + ["one more, of yet another length"]
+    enc = fx.tokenize(st_model, sentences)
+    got = grpc.infer("minilm", _inputs(grpcclient, enc)).as_numpy("embedding")
+    ref = st_model.encode(sentences, convert_to_numpy=True)
+    assert got.shape == (4, 384)
+    assert np.abs(got - ref).max() <= 1e-5
+
+
+def _stats(http, model, at_least=0):
+    """(inference_count, execution_count); the backend reports them just after it responds, so wait (bounded) until
+    ``inference_count >= at_least``."""
+    for _ in range(100):
+        stats = http.get_inference_statistics(model)["model_stats"][0]
+        counts = int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+        if counts[0] >= at_least:
+            return counts
+        time.sleep(0.05)
+    return counts
+
+
+def test_concurrent_requests_are_batched(http, st_model):
+    sentences = [f"sentence number {i} for the batcher" for i in range(8)]  # same token count each
+    encs = [fx.tokenize(st_model, [s]) for s in sentences]
+    assert len({e["input_ids"].shape for e in encs}) == 1
+    ref = st_model.encode(sentences, convert_to_numpy=True)
+    for _ in range(3):  # bounded: batching depends on timing, three rounds are plenty
+        inf0, exe0 = _stats(http, "minilm")
+        pending = [http.async_infer("minilm", _inputs(httpclient, e)) for e in encs]
+        got = np.concatenate([p.get_result().as_numpy("embedding") for p in pending])
+        assert np.abs(got - ref).max() <= 1e-5
+        inf1, exe1 = _stats(http, "minilm", at_least=inf0 + len(sentences))
+        assert inf1 - inf0 == len(sentences)
+        if exe1 - exe0 < inf1 - inf0:
+            return
+    pytest.fail(f"8 concurrent requests never shared an execution (executions {exe1 - exe0})")
+
+
+def test_ragged_requests_run_in_groups(server):
+    # allow_ragged_batch lets the batcher hand rows of different lengths to one execute(); the backend must
+    # run them in groups of equal shape instead of failing to concatenate
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=6)
+    try:
+        arrays = [np.arange(n + 1, dtype=np.float32).reshape(1, -1) for n in (1, 2, 1, 3, 2, 1)]
+        pending = []
+        for array in arrays:
+            item = httpclient.InferInput("x", list(array.shape), "FP32")
+            item.set_data_from_numpy(array)
+            pending.append(client.async_infer("ragged", [item]))
+        for array, p in zip(arrays, pending):
+            assert p.get_result().as_numpy("s").tolist() == [[float(array.sum())]]
+        inf1, exe1 = _stats(client, "ragged", at_least=len(arrays))
+        assert inf1 == len(arrays) and exe1 < inf1, "rows of different lengths should have shared an execute()"
+    finally:
+        client.close()
+
+
+def test_index_naming_and_tuple_outputs(http):
+    a = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32)
+    b = np.array([[1, 1, 1], [2, 2, 2]], dtype=np.float32)
+    inputs = []
+    for name, array in (("A__0", a), ("B__1", b)):
+        item = httpclient.InferInput(name, list(array.shape), "FP32")
+        item.set_data_from_numpy(array)
+        inputs.append(item)
+    result = http.infer("pair", inputs)
+    np.testing.assert_array_equal(result.as_numpy("DIFF__0"), a - b)
+    np.testing.assert_array_equal(result.as_numpy("DOUBLE__1"), a * 2)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# errors: each one clear, and the next good request still works
+# --------------------------------------------------------------------------------------------------------------
+def _expect_error(call, *needles):
+    with pytest.raises(InferenceServerException) as err:
+        call()
+    text = str(err.value)
+    for needle in needles:
+        assert needle.lower() in text.lower(), text
+    return text
+
+
+def test_wrong_dtype(http, st_model):
+    enc = {k: v.astype(np.int32) for k, v in fx.tokenize(st_model, fx.SENTENCES[:1]).items()}
+    _expect_error(lambda: http.infer("minilm", _inputs(httpclient, enc, "INT32")), "INT32", "INT64")
+    _good_request(http, st_model)
+
+
+def test_wrong_rank(http, st_model):
+    enc = {k: v[..., None] for k, v in fx.tokenize(st_model, fx.SENTENCES[:1]).items()}
+    _expect_error(lambda: http.infer("minilm", _inputs(httpclient, enc)), "shape")
+    _good_request(http, st_model)
+
+
+def test_missing_input(http, st_model):
+    enc = fx.tokenize(st_model, fx.SENTENCES[:1])
+    del enc["token_type_ids"]
+    _expect_error(lambda: http.infer("minilm", _inputs(httpclient, enc)), "token_type_ids")
+    _good_request(http, st_model)
+
+
+def test_batch_too_large(http, st_model):
+    enc = fx.tokenize(st_model, ["x"] * 9)
+    _expect_error(lambda: http.infer("minilm", _inputs(httpclient, enc)), "batch", "8")
+    _good_request(http, st_model)
+
+
+def test_unknown_model(http, grpc, st_model):
+    enc = fx.tokenize(st_model, fx.SENTENCES[:1])
+    _expect_error(lambda: http.infer("no_such_model", _inputs(httpclient, enc)), "unknown model")
+    _expect_error(lambda: grpc.infer("no_such_model", _inputs(grpcclient, enc)), "unknown model")
+    _good_request(http, st_model)
+
+
+def test_output_dtype_mismatch_is_a_request_error(http, grpc):
+    x = np.ones((2, 2), dtype=np.float32)
+    for module, client in ((httpclient, http), (grpcclient, grpc)):
+        item = module.InferInput("x", [2, 2], "FP32")
+        item.set_data_from_numpy(x)
+        _expect_error(lambda: client.infer("fp16_out", [item]), "TYPE_FP16", "TYPE_FP32", "output 'y'")
+    assert http.is_model_ready("fp16_out")  # the stub did not crash
+
+
+def test_dict_output_is_refused(http, st_model):
+    item = httpclient.InferInput("x", [1, 2], "FP32")
+    item.set_data_from_numpy(np.ones((1, 2), dtype=np.float32))
+    _expect_error(lambda: http.infer("dict_out", [item]), "dict", "Tuple of Tensors")
+    _good_request(http, st_model)
+
+
+def test_bad_models_fail_to_load(binary, cache_dir, tmp_path):
+    repo = tmp_path / "bad"
+    fx.write_bad_models(repo)
+    srv = TritonServer(repo, binary=binary, cache_dir=cache_dir, startup_timeout=120)
+    with pytest.raises(ServerError) as err:
+        srv.start()
+    text = str(err.value)
+    assert "'bad_args'" in text and "configuration expects 2 inputs, model provides 1" in text
+    assert "'bad_fp16_warmup'" in text and "TYPE_FP16" in text
+    assert "'bad_param'" in text and "INFERENCE_MODE='maybe' is not a boolean" in text
+    assert "\nAt:" not in text  # the stub's traceback is left in the log
+    assert str(srv.log_path) in text
+    with pytest.raises(ProcessLookupError):  # start() stopped what it had started
+        os.killpg(srv.pgid, 0)
+
+
+def test_unparseable_config_and_missing_version(binary, cache_dir, tmp_path):
+    repo = tmp_path / "broken"
+    fx.write_unloadable_folders(repo)
+    srv = TritonServer(repo, binary=binary, cache_dir=cache_dir, startup_timeout=60)
+    with pytest.raises(ServerError) as err:
+        srv.start()
+    text = str(err.value)
+    assert "'garbage'" in text and "failed to read text proto" in text
+    assert "'no_version'" in text and "at least one version must be available" in text
+    assert not srv.running
+
+
+def test_pair_parameters_applied(server):
+    line = next(l for l in server.log_text().splitlines() if "model 'pair':" in l)
+    assert "inference_mode=False" in line and "optimized_execution=False" in line
+
+
+def test_missing_repository(binary, tmp_path):
+    with pytest.raises(ServerError, match="model repository does not exist"):
+        TritonServer(tmp_path / "missing", binary=binary).start()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# stopping (last: it stops the module's server)
+# --------------------------------------------------------------------------------------------------------------
+def test_stop_leaves_no_process(server):
+    pgid = server.pgid
+    members = fx.group_members(pgid)
+    assert server.pid in members
+    assert len(members) >= 2, "the Python backend stubs should run in the server's process group"
+    server.stop()
+    assert not server.running
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+    server.stop()  # idempotent
