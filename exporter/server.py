@@ -691,8 +691,10 @@ class TritonServer:
         log = self.log_text()
         if re.search(r"already in use|failed to start (HTTP|GRPC|metrics)", log, re.IGNORECASE):
             raise _PortInUse(_error_lines(log))
+        how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+        details = _error_lines(log) or _last_lines(log)
         raise ServerError(
-            f"tritonserver exited during startup with code {code}: {_error_lines(log)}",
+            f"tritonserver {how} during startup: {details}",
             fix=f"read the server log at {self._log_path}",
             where=str(self.model_repository),
         )
@@ -765,6 +767,19 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _last_lines(log: str, limit: int = 5) -> str:
+    """The last log records, without the option/model tables."""
+    lines = [l.strip() for l in log.splitlines() if l.strip() and not l.startswith(("+", "|", "$ "))]
+    return " | ".join(lines[-limit:]) or "the log is empty"
 
 
 def _first_paragraph(text: str) -> str:

