@@ -98,6 +98,8 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
         if as_json:
             click.echo(json.dumps({"ok": False, "error": err.problem, "parity": err.report.to_dict()}, indent=2))
         raise
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps({"ok": True, **result.to_dict()}, indent=2))
         return

@@ -81,6 +81,7 @@ class ExportResult:
     metadata: ExportMetadata
     parity: ParityReport
     files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -94,6 +95,7 @@ class ExportResult:
             "inputs": [t.name for t in self.config.inputs],
             "outputs": [t.name for t in self.config.outputs],
             "parity": self.parity.to_dict(),
+            "warnings": list(self.warnings),
         }
 
 
@@ -129,6 +131,28 @@ def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonMo
     )
 
 
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_bf16_warning(device: str = "cpu", cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | None:
+    """A warning when a bf16 export will run on a CPU without native bf16 (avx512_bf16 / amx_bf16): it still
+    works, emulated, but is usually slower than fp32 there. None when the flags are present or cannot be read."""
+    if not device.startswith("cpu"):
+        return None
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    if not flags or any(f in flags for f in CPU_BF16_FLAGS):
+        return None
+    return ("this CPU has no native bfloat16 (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo): the bf16 model "
+            "is exported and checked, but will likely run slower than --dtype float32 here")
+
+
 def _say(progress: Progress | None, message: str) -> None:
     if progress is not None:
         progress(message)
@@ -155,6 +179,12 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     Every check runs before anything is written; a failure leaves the repository as it was.
     """
     options.validate()
+    warnings = []
+    if options.dtype == "bfloat16":
+        warning = cpu_bf16_warning(options.device)
+        if warning:
+            warnings.append(warning)
+            _say(progress, f"warning: {warning}")
     _say(progress, f"reading {source}")
     spec = read_spec(source, SpecOverrides(options.pooling, options.normalize, options.max_seq_len),
                      revision=options.revision, trust_remote_code=options.trust_remote_code)
@@ -208,7 +238,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
         (staging / "config.pbtxt").write_text(config_text, encoding="utf-8")
     files = [target.model_dir / "config.pbtxt", target.version_dir / "model.pt",
              target.version_dir / "tei_export.json", target.version_dir / TOKENIZER_DIR]
-    return ExportResult(target, spec, config, metadata, report, files)
+    return ExportResult(target, spec, config, metadata, report, files, warnings)
 
 
 def build_wrapper_for(spec: ModelSpec, encoder, options: ExportOptions, out_dtype: torch.dtype):
