@@ -177,6 +177,43 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
                                 fix="re-export the model, and check the server's backend and the model's config")
 
 
+@main.command()
+@click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "model", required=True, help="Name of a float32 export in REPOSITORY.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/out"),
+              show_default=True, help="Folder for results.json and bench.png.")
+@click.option("--threads", type=int, help="Threads for every in-process mode (default: all cores).")
+@click.option("--quick", is_flag=True, help="Tiny counts (CI): same sweep and results shape, a few calls per cell.")
+@click.option("--workload", "workloads", multiple=True, type=click.Choice(["short", "mixed", "long"]),
+              help="Workload(s) to run (repeatable; default: all).")
+@click.option("--max-seconds", type=float, help="Timed seconds per cell, at most.")
+@click.option("--max-calls", type=int, help="Timed calls or requests per cell, at most.")
+@click.option("--no-bf16", is_flag=True, help="Leave TorchScript bf16 out.")
+@click.option("--no-onnx", is_flag=True, help="Leave ONNX Runtime out.")
+@click.option("--no-server", is_flag=True, help="Leave the Triton modes out.")
+@_friendly_errors
+def bench(repository, model, out, threads, quick, workloads, max_seconds, max_calls, no_bf16, no_onnx, no_server):
+    """Measure MODEL of REPOSITORY in every mode side by side (eager, TorchScript, ONNX Runtime, Triton)."""
+    import os
+
+    from .bench import BenchOptions, run_bench
+    from .errors import VerificationError
+
+    overrides = {k: v for k, v in dict(threads=threads, workloads=tuple(workloads) or None, max_seconds=max_seconds,
+                                       max_calls=max_calls).items() if v is not None}
+    overrides.update(bf16=not no_bf16, onnx=not no_onnx, server=not no_server,
+                     command="tei-export " + " ".join(sys.argv[1:]))
+    options = (BenchOptions.quick_options(repository, model, **overrides) if quick
+               else BenchOptions(repository, model, **{"threads": os.cpu_count() or 1, **overrides}))
+    report = run_bench(options, progress=_progress_printer(True))
+    files = report.write(out)
+    click.echo(report.table())
+    click.echo("wrote " + ", ".join(str(f) for f in files))
+    if not report.parity_passed:
+        raise VerificationError("some mode's embeddings differ from sentence-transformers (parity column)",
+                                fix="see the mode's parity figures in results.json")
+
+
 @main.command("check-libtorch")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True)

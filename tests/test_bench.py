@@ -1,0 +1,89 @@
+"""CI smoke of `tei-export bench` in quick mode: real MiniLM, real tritonserver, tiny counts.
+
+It checks the shape of results.json and that every measured mode's embeddings match sentence-transformers.
+Nothing here asserts anything about time (two shared cores make timings noise; benchmarks/ holds a real run).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from exporter.bench import (IN_PROCESS_MODES, INFINITY, SERVER_MODES, TS_BF16, WORKLOADS, BenchOptions, FlopModel,
+                            run_bench)
+from exporter.cli import main
+
+CELL_KEYS = {"mode", "workload", "batch", "concurrency", "calls", "seqs", "seconds", "seq_per_s", "tokens_per_s",
+             "p50_ms", "p95_ms", "p99_ms", "model_gflop_per_s", "fraction_of_matmul_peak",
+             "ratio_to_torchscript_fp32", "ratio_to_onnxruntime_fp32", "reference_batch", "parity", "error"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(minilm_export, tmp_path_factory):
+    repo = minilm_export.target.model_dir.parent
+    lines: list[str] = []
+    report = run_bench(BenchOptions.quick_options(repo, minilm_export.target.name), progress=lines.append)
+    out = tmp_path_factory.mktemp("bench_out")
+    files = report.write(out)
+    return report, json.loads((out / "results.json").read_text()), files, lines
+
+
+def test_results_shape(quick_run):
+    report, data, files, lines = quick_run
+    assert set(data) >= {"options", "machine", "model", "workloads", "server", "modes", "parity_passed", "targets",
+                         "results"}
+    assert data["options"]["quick"] is True
+    assert data["machine"]["matmul_gflop_per_s"]["fp32"] > 0
+    assert set(data["workloads"]) == set(WORKLOADS)
+    modes = {m["mode"]: m for m in data["modes"]}
+    assert set(modes) == set(IN_PROCESS_MODES) | set(SERVER_MODES) | {INFINITY}
+    for mode in IN_PROCESS_MODES + ("triton_grpc", "triton_http"):
+        assert modes[mode]["status"] == "measured", modes[mode]
+    # The text ensemble is measured when the repository has one, and says why not otherwise.
+    assert modes["triton_text_grpc"]["status"] == "measured" or \
+        modes["triton_text_grpc"]["status"].startswith(("not measured", "error"))
+    assert modes[INFINITY]["status"].startswith("not measured")
+    for cell in data["results"]:
+        assert set(cell) == CELL_KEYS
+        assert cell["error"] is None, cell
+        assert cell["calls"] >= 1 and cell["seqs"] >= 1 and cell["seq_per_s"] > 0 and cell["tokens_per_s"] > 0
+        assert cell["p50_ms"] <= cell["p95_ms"] <= cell["p99_ms"]
+        assert 0 < cell["fraction_of_matmul_peak"]
+        assert cell["ratio_to_torchscript_fp32"] is not None and cell["ratio_to_onnxruntime_fp32"] is not None
+    # Every measured mode ran every workload; in-process modes the batch sweep, served ones the concurrency sweep.
+    for mode in IN_PROCESS_MODES:
+        assert {c["workload"] for c in data["results"] if c["mode"] == mode} == set(WORKLOADS)
+    for mode in ("triton_grpc", "triton_http"):
+        cells = [c for c in data["results"] if c["mode"] == mode]
+        assert {(c["workload"], c["concurrency"]) for c in cells} == \
+            {(w, c) for w in WORKLOADS for c in report.options["concurrencies"]}
+    assert [t["name"] for t in data["targets"]] and all({"name", "goal", "value", "met"} <= set(t)
+                                                         for t in data["targets"])
+    assert files[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(line.startswith("[1/") for line in lines) and "stopping tritonserver" in lines
+    assert "parity of every measured cell" in report.table()
+
+
+def test_every_measured_mode_matches_eager(quick_run):
+    _, data, _, _ = quick_run
+    for cell in data["results"]:
+        parity = cell["parity"]
+        assert parity is not None and parity["rows"] >= 1
+        if cell["mode"] == TS_BF16:
+            # Recorded, near fp32 eager, but the all-bf16 recipe misses 0.9999 on real text (see test_bf16.py).
+            assert parity["min_cosine"] >= 0.999, cell
+            continue
+        assert parity["passed"], cell
+
+
+def test_flop_model_counts_matmuls_and_attention():
+    flop = FlopModel(matmul_params=1000, layers=2, hidden=8)
+    assert flop.flops(3, 4) == 2 * 1000 * 12 + 4 * 2 * 3 * 16 * 8
+
+
+def test_cli_bench_is_a_thin_layer():
+    result = CliRunner().invoke(main, ["bench", "--help"])
+    assert result.exit_code == 0
+    for option in ("--model", "--quick", "--out", "--threads", "--no-server", "--max-seconds", "--max-calls"):
+        assert option in result.output
