@@ -115,6 +115,8 @@ class Cell:
     ratio_to_torchscript_fp32: float | None = None
     ratio_to_onnxruntime_fp32: float | None = None
     reference_batch: int | None = None  # the in-process batch the ratios compare with
+    server_avg_batch: float | None = None  # served: requests per model execution in the timed part (batching)
+    client_cpu_cores: float | None = None  # served: CPU the load generator itself used, in cores (of the same box)
     parity: Parity | None = None
     error: str | None = None
 
@@ -161,24 +163,29 @@ class BenchReport:
 
     def table(self) -> str:
         head = ("mode", "workload", "batch", "conc", "seq/s", "tok/s", "p50 ms", "p95 ms", "p99 ms", "xTS32",
-                "xORT32", "%peak", "parity")
+                "xORT32", "%peak", "srv b", "cli cpu", "parity")
         rows = [head]
         for c in self.cells:
             if c.error:
-                rows.append((c.mode, c.workload, str(c.batch), str(c.concurrency), "error", c.error[:60], *[""] * 7))
+                rows.append((c.mode, c.workload, str(c.batch), str(c.concurrency), "error", c.error[:60], *[""] * 9))
                 continue
             ratio = lambda r: "" if r is None else f"{r:.2f}"  # noqa: E731
             par = "" if c.parity is None else ("ok" if c.parity.passed else "FAIL") + f" {c.parity.min_cosine:.6f}"
             rows.append((c.mode, c.workload, str(c.batch), str(c.concurrency), f"{c.seq_per_s:.1f}",
                          f"{c.tokens_per_s:.0f}", f"{c.p50_ms:.2f}", f"{c.p95_ms:.2f}", f"{c.p99_ms:.2f}",
                          ratio(c.ratio_to_torchscript_fp32), ratio(c.ratio_to_onnxruntime_fp32),
-                         f"{100 * c.fraction_of_matmul_peak:.1f}", par))
+                         f"{100 * c.fraction_of_matmul_peak:.1f}",
+                         "" if c.server_avg_batch is None else f"{c.server_avg_batch:.1f}",
+                         "" if c.client_cpu_cores is None else f"{c.client_cpu_cores:.2f}", par))
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
         lines.append(f"machine: {self.machine.get('cpu', '?')}, {self.options.get('threads')} threads; fp32 matmul "
                      f"{self.machine.get('matmul_gflop_per_s', {}).get('fp32', 0):.1f} GFLOP/s (the %peak base)")
         if self.server:
             lines.append(f"server: {self.server}")
+            lines.append("srv b: requests per model execution on the server (what the dynamic batcher merged); "
+                         "cli cpu: cores the load generator (this process) used meanwhile; "
+                         "served ratios compare with the in-process batch <= the concurrency")
         for m in self.modes:
             if m.status != "measured" or m.detail:
                 lines.append(f"{m.mode}: {m.status}{' (' + m.detail + ')' if m.detail else ''}")
@@ -412,8 +419,17 @@ def _served_cell(cell: Cell, url, protocol, model, requests, costs, output, expe
     try:
         got = _send_all(url, protocol, model, requests, output, cell.concurrency)
         cell.parity = _parity(expected, got, tolerance)
-        latencies, done, elapsed, errors = _load(url, protocol, model, requests, costs, output, cell.concurrency,
-                                                 options)
+        from .triton_client import TritonClient
+
+        with TritonClient(url, protocol) as admin:
+            before = admin.statistics(model)
+            cpu_before = time.process_time()
+            latencies, done, elapsed, errors = _load(url, protocol, model, requests, costs, output,
+                                                     cell.concurrency, options)
+            cell.client_cpu_cores = (time.process_time() - cpu_before) / elapsed
+            after = admin.statistics(model)
+        executions = after[1] - before[1]
+        cell.server_avg_batch = (after[0] - before[0]) / executions if executions > 0 else None
     except Exception as err:
         cell.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
         return cell
@@ -746,6 +762,6 @@ def plot(report: BenchReport, path: Path) -> Path:
     fig.suptitle(f"{report.machine.get('cpu', '')} - {report.options.get('threads')} threads "
                  f"(in-process: b = batch; served: c = concurrency, 1 text/request)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return Path(path)

@@ -214,6 +214,43 @@ def bench(repository, model, out, threads, quick, workloads, max_seconds, max_ca
                                 fix="see the mode's parity figures in results.json")
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+@main.command()
+@click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "model", required=True, help="Name of an exported model in REPOSITORY.")
+@click.option("--intra", default="1,2", show_default=True, help="INTRA_OP_THREAD_COUNT values (comma-separated).")
+@click.option("--inter", default="1", show_default=True, help="INTER_OP_THREAD_COUNT values.")
+@click.option("--instances", default="1,2", show_default=True, help="instance_group count values.")
+@click.option("--queue-delay-us", default="0,100,2000", show_default=True,
+              help="dynamic_batching max_queue_delay_microseconds values.")
+@click.option("--concurrency", type=int, default=16, show_default=True, help="Requests in flight per trial.")
+@click.option("--max-trials", type=int, default=12, show_default=True, help="Trials at most (grid order).")
+@click.option("--max-seconds", type=float, default=3.0, show_default=True, help="Timed seconds per trial.")
+@click.option("--max-calls", type=int, default=300, show_default=True, help="Timed requests per trial.")
+@click.option("--objective", type=click.Choice(["throughput", "p95"]), default="throughput", show_default=True,
+              help="Best = max seq/s, or min p95.")
+@click.option("--p95-budget-ms", type=float, help="Only trials with p95 under this qualify as best.")
+@click.option("--write", is_flag=True, help="Write the best settings into the model's config.pbtxt (backup kept).")
+@click.option("--json", "as_json", is_flag=True)
+@_friendly_errors
+def tune(repository, model, intra, inter, instances, queue_delay_us, concurrency, max_trials, max_seconds,
+         max_calls, objective, p95_budget_ms, write, as_json):
+    """Sweep thread counts, instances and queue delay for MODEL against a real server; print the best."""
+    from .tune import TuneOptions, run_tune
+
+    options = TuneOptions(repository, model, _ints(intra), _ints(inter), _ints(instances), _ints(queue_delay_us),
+                          concurrency=concurrency, max_calls=max_calls, max_seconds=max_seconds,
+                          max_trials=max_trials, objective=objective, p95_budget_ms=p95_budget_ms, write=write)
+    report = run_tune(options, progress=_progress_printer(sys.stderr.isatty() and not as_json))
+    click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else report.table())
+
+
 @main.command("check-libtorch")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True)

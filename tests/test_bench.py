@@ -16,7 +16,8 @@ from exporter.cli import main
 
 CELL_KEYS = {"mode", "workload", "batch", "concurrency", "calls", "seqs", "seconds", "seq_per_s", "tokens_per_s",
              "p50_ms", "p95_ms", "p99_ms", "model_gflop_per_s", "fraction_of_matmul_peak",
-             "ratio_to_torchscript_fp32", "ratio_to_onnxruntime_fp32", "reference_batch", "parity", "error"}
+             "ratio_to_torchscript_fp32", "ratio_to_onnxruntime_fp32", "reference_batch", "server_avg_batch",
+             "client_cpu_cores", "parity", "error"}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,7 @@ def test_results_shape(quick_run):
         assert {c["workload"] for c in data["results"] if c["mode"] == mode} == set(WORKLOADS)
     for mode in ("triton_grpc", "triton_http"):
         cells = [c for c in data["results"] if c["mode"] == mode]
+        assert all(c["server_avg_batch"] is None or c["server_avg_batch"] >= 1 for c in cells)
         assert {(c["workload"], c["concurrency"]) for c in cells} == \
             {(w, c) for w in WORKLOADS for c in report.options["concurrencies"]}
     assert [t["name"] for t in data["targets"]] and all({"name", "goal", "value", "met"} <= set(t)
@@ -87,3 +89,46 @@ def test_cli_bench_is_a_thin_layer():
     assert result.exit_code == 0
     for option in ("--model", "--quick", "--out", "--threads", "--no-server", "--max-seconds", "--max-calls"):
         assert option in result.output
+
+
+# --- tune: the bounded sweep of serving settings (same harness, fresh server per trial) -------------------------
+def test_rewrite_config_changes_only_the_tuned_fields(minilm_export):
+    from exporter.triton_config import parse_pbtxt
+    from exporter.tune import Trial, rewrite_config
+
+    original = (minilm_export.target.model_dir / "config.pbtxt").read_text()
+    before = parse_pbtxt(original)
+    after = parse_pbtxt(rewrite_config(original, Trial(1, 1, 2, 500)))
+    assert after.parameters["INTRA_OP_THREAD_COUNT"].string_value == "1"
+    assert after.parameters["INTER_OP_THREAD_COUNT"].string_value == "1"
+    assert [g.count for g in after.instance_group] == [2]
+    assert after.dynamic_batching.max_queue_delay_microseconds == 500
+    for name in ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"):
+        before.parameters[name].string_value = after.parameters[name].string_value
+    before.instance_group[0].count = 2
+    before.dynamic_batching.max_queue_delay_microseconds = 500
+    assert before == after  # nothing else moved
+
+
+def test_tune_smoke_writes_only_when_asked(minilm_export, tmp_path):
+    import shutil
+
+    from exporter.tune import TuneOptions, run_tune
+
+    repo = tmp_path / "repo"
+    shutil.copytree(minilm_export.target.model_dir, repo / "minilm")
+    config = repo / "minilm" / "config.pbtxt"
+    original = config.read_text()
+    options = TuneOptions(repo, "minilm", intra_op_threads=(1,), instances=(1,), max_queue_delay_us=(0, 1000),
+                          concurrency=4, texts=4, max_calls=6, max_seconds=0.3)
+    report = run_tune(options)
+    assert [r.trial.max_queue_delay_us for r in report.results] == [0, 1000]
+    assert all(r.error is None and r.parity_passed and r.requests >= 1 for r in report.results), report.table()
+    assert report.best is not None and report.written is None and config.read_text() == original
+    assert "best (max seq/s)" in report.table()
+
+    written = run_tune(TuneOptions(repo, "minilm", intra_op_threads=(1,), instances=(1,), max_queue_delay_us=(700,),
+                                   concurrency=2, texts=4, max_calls=4, max_seconds=0.2, write=True))
+    assert written.written == str(config)
+    assert (repo / "minilm" / written.backup.rsplit("/", 1)[-1]).read_text() == original
+    assert "max_queue_delay_microseconds: 700" in config.read_text()

@@ -1,0 +1,234 @@
+"""`tei-export tune`: a bounded sweep of serving settings against a real tritonserver, one fresh server per trial.
+
+Each trial serves a copy of the model whose config.pbtxt is rewritten (INTRA_OP_THREAD_COUNT,
+INTER_OP_THREAD_COUNT, instance count, dynamic_batching max_queue_delay_microseconds) through Triton's own
+``ModelConfig`` protobuf, checks the answers against sentence-transformers, and measures seq/s and p95 under a
+fixed load (single sentences, one text per request, over gRPC). A fresh server per trial matters: NVIDIA's C++
+LibTorch backend sets the two thread counts once per process (the first model loaded wins), so changing them in a
+running server would measure nothing. (The compatibility backend applies them per instance process instead, so
+``instances x INTRA_OP_THREAD_COUNT`` threads share the cores there.)
+
+Nothing is written to the model's own config.pbtxt unless asked (``write=True``), and then the old file is kept
+as ``config.pbtxt.bak-<time>`` beside it.
+"""
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import TeiExportError
+
+Progress = Callable[[str], None]
+OBJECTIVES = ("throughput", "p95")
+
+
+@dataclass(frozen=True)
+class Trial:
+    intra_op_threads: int
+    inter_op_threads: int
+    instances: int
+    max_queue_delay_us: int
+
+    @property
+    def label(self) -> str:
+        return (f"intra {self.intra_op_threads}, inter {self.inter_op_threads}, instances {self.instances}, "
+                f"delay {self.max_queue_delay_us} us")
+
+
+@dataclass
+class TrialResult:
+    trial: Trial
+    seq_per_s: float = 0.0
+    p50_ms: float = float("nan")
+    p95_ms: float = float("nan")
+    requests: int = 0
+    parity_passed: bool = False
+    min_cosine: float = float("nan")
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    repository: Path
+    model: str
+    intra_op_threads: tuple[int, ...] = (1, 2)
+    inter_op_threads: tuple[int, ...] = (1,)
+    instances: tuple[int, ...] = (1, 2)
+    max_queue_delay_us: tuple[int, ...] = (0, 100, 2000)
+    concurrency: int = 16
+    texts: int = 32
+    max_calls: int = 300
+    max_seconds: float = 3.0
+    max_trials: int = 12
+    objective: str = "throughput"
+    p95_budget_ms: float | None = None  # only trials with p95 under this qualify
+    write: bool = False
+
+    def trials(self) -> list[Trial]:
+        grid = itertools.product(self.intra_op_threads, self.inter_op_threads, self.instances,
+                                 self.max_queue_delay_us)
+        return [Trial(*t) for t in grid][: self.max_trials]
+
+    def validate(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise TeiExportError(f"unknown objective '{self.objective}'", fix=f"use one of {', '.join(OBJECTIVES)}",
+                                 where="--objective")
+        values = (*self.intra_op_threads, *self.inter_op_threads, *self.instances, self.concurrency, self.max_trials)
+        if min(values) < 1 or min(self.max_queue_delay_us) < 0:
+            raise TeiExportError("thread counts, instances, concurrency and max trials must be >= 1, delays >= 0",
+                                 fix="pass positive numbers", where="tune options")
+
+
+@dataclass
+class TuneReport:
+    model: str
+    objective: str
+    p95_budget_ms: float | None
+    results: list[TrialResult] = field(default_factory=list)
+    written: str | None = None
+    backup: str | None = None
+
+    @property
+    def best(self) -> TrialResult | None:
+        ok = [r for r in self.results if r.error is None and r.parity_passed]
+        if self.p95_budget_ms is not None:
+            ok = [r for r in ok if r.p95_ms <= self.p95_budget_ms]
+        if not ok:
+            return None
+        if self.objective == "p95":
+            return min(ok, key=lambda r: r.p95_ms)
+        return max(ok, key=lambda r: r.seq_per_s)
+
+    def to_dict(self) -> dict:
+        best = self.best
+        return {"model": self.model, "objective": self.objective, "p95_budget_ms": self.p95_budget_ms,
+                "best": None if best is None else asdict(best), "written": self.written, "backup": self.backup,
+                "results": [asdict(r) for r in self.results]}
+
+    def table(self) -> str:
+        rows = [("intra", "inter", "instances", "delay us", "seq/s", "p50 ms", "p95 ms", "requests", "parity")]
+        for r in self.results:
+            t = r.trial
+            head = (str(t.intra_op_threads), str(t.inter_op_threads), str(t.instances), str(t.max_queue_delay_us))
+            if r.error:
+                rows.append((*head, "error", r.error[:60], "", "", ""))
+            else:
+                rows.append((*head, f"{r.seq_per_s:.1f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", str(r.requests),
+                             ("ok" if r.parity_passed else "FAIL") + f" {r.min_cosine:.6f}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+        goal = "max seq/s" if self.objective == "throughput" else "min p95"
+        if self.p95_budget_ms is not None:
+            goal += f" with p95 <= {self.p95_budget_ms:g} ms"
+        best = self.best
+        lines.append(f"best ({goal}): " + ("none qualifies" if best is None else best.trial.label))
+        if self.written:
+            lines.append(f"wrote {self.written} (previous config kept as {self.backup})")
+        return "\n".join(lines)
+
+
+def rewrite_config(text: str, trial: Trial, name: str | None = None) -> str:
+    """``text`` (a config.pbtxt) with the trial's settings, via Triton's ModelConfig protobuf."""
+    from google.protobuf import text_format
+
+    from .triton_config import parse_pbtxt
+
+    config = parse_pbtxt(text)
+    if name is not None:
+        config.name = name
+    config.parameters["INTRA_OP_THREAD_COUNT"].string_value = str(trial.intra_op_threads)
+    config.parameters["INTER_OP_THREAD_COUNT"].string_value = str(trial.inter_op_threads)
+    if not config.instance_group:
+        from tritonclient.grpc import model_config_pb2
+
+        config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+    for group in config.instance_group:
+        group.count = trial.instances
+    config.dynamic_batching.max_queue_delay_microseconds = trial.max_queue_delay_us
+    return text_format.MessageToString(config)
+
+
+def _trial_repository(model_dir: Path, trial: Trial, root: Path) -> Path:
+    """A repository under ``root`` holding the model with the trial's config; version folders are linked."""
+    repo = root / "repo"
+    if repo.exists():
+        shutil.rmtree(repo)
+    dest = repo / model_dir.name
+    dest.mkdir(parents=True)
+    for child in model_dir.iterdir():
+        if child.is_dir() and child.name.isdigit():
+            (dest / child.name).symlink_to(child.resolve(), target_is_directory=True)
+    (dest / "config.pbtxt").write_text(rewrite_config((model_dir / "config.pbtxt").read_text(), trial),
+                                       encoding="utf-8")
+    return repo
+
+
+def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneReport:
+    from .bench import BenchOptions, _load, _parity, _percentiles, _send_all, build_workloads
+    from .parity import tolerance_for
+    from .server import TritonServer
+    from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
+    from .verify import exported_models, reference_for
+
+    options.validate()
+    say = progress or (lambda _m: None)
+    target = exported_models(Path(options.repository), [options.model])[0]
+    meta = target.metadata
+    tokenizer = load_tokenizer(target.version_dir, meta.tokenizer_dir)
+    texts = build_workloads(tokenizer, meta.max_seq_len,
+                            BenchOptions(Path(options.repository), options.model, workloads=("short",),
+                                         short_texts=options.texts))["short"]
+    say(f"eager sentence-transformers on {len(texts)} sentences")
+    expected = reference_for(meta).encode(texts, convert_to_numpy=True, normalize_embeddings=False).astype(np.float64)
+    tolerance = tolerance_for(meta.dtype)
+    report = TuneReport(options.model, options.objective, options.p95_budget_ms)
+    load = BenchOptions(Path(options.repository), options.model, max_calls=options.max_calls,
+                        max_seconds=options.max_seconds)
+    trials = options.trials()
+    with tempfile.TemporaryDirectory(prefix="tei-export-tune-") as tmp:
+        for k, trial in enumerate(trials, 1):
+            result = TrialResult(trial)
+            say(f"[{k}/{len(trials)}] {trial.label}: starting a fresh tritonserver")
+            try:
+                repo = _trial_repository(target.model_dir, trial, Path(tmp))
+                with TritonServer(repo, model_control_mode="explicit", load_models=[options.model]) as server:
+                    from .triton_client import TritonClient
+
+                    with TritonClient(server.grpc_url, "grpc") as admin:
+                        served = admin.model(options.model)
+                    names = [t.name for t in served.inputs]
+                    dtype = served.inputs[0].numpy_dtype
+                    output = served.outputs[0].name
+                    requests = [encode_batch(tokenizer, [t], meta.max_seq_len, names, dtype, DEFAULT_BUCKETS)
+                                for t in texts]
+                    got = _send_all(server.grpc_url, "grpc", options.model, requests, output, options.concurrency)
+                    parity = _parity(expected, got, tolerance)
+                    result.parity_passed, result.min_cosine = parity.passed, parity.min_cosine
+                    latencies, done, elapsed, errors = _load(server.grpc_url, "grpc", options.model, requests, None,
+                                                             output, options.concurrency, load)
+                if errors:
+                    result.error = errors[0]
+                else:
+                    result.requests, result.seq_per_s = len(done), len(done) / elapsed
+                    result.p50_ms, result.p95_ms, _ = _percentiles(latencies)
+            except TeiExportError as err:
+                result.error = str(err).splitlines()[0][:200]
+            report.results.append(result)
+            say(f"[{k}/{len(trials)}] {trial.label}: " + (f"error {result.error}" if result.error else
+                f"{result.seq_per_s:.1f} seq/s, p95 {result.p95_ms:.1f} ms, parity "
+                f"{'ok' if result.parity_passed else 'FAIL'}"))
+    best = report.best
+    if options.write and best is not None:
+        config_path = target.model_dir / "config.pbtxt"
+        backup = config_path.with_name(f"config.pbtxt.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copy2(config_path, backup)
+        config_path.write_text(rewrite_config(config_path.read_text(), best.trial), encoding="utf-8")
+        report.written, report.backup = str(config_path), str(backup)
+    return report
