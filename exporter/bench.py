@@ -62,6 +62,7 @@ class BenchOptions:
     long_texts: int = 8
     max_calls: int = 400  # timed calls (in-process) or requests (served) per cell, at most
     max_seconds: float = 2.5  # timed seconds per cell, at most
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS  # served, concurrency > 1: requests padded to these lengths
     bf16: bool = True
     onnx: bool = True
     server: bool = True
@@ -690,7 +691,8 @@ def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expe
         tol = tolerance_for(target.metadata.dtype)
         threads = re.findall(r'key:\s*"(\w*THREAD_COUNT)"\s*value:\s*\{\s*string_value:\s*"(\d+)"',
                              (target.model_dir / "config.pbtxt").read_text())
-        detail = (f"token inputs, one text per request, client-side tokenization (not timed); config "
+        detail = (f"token inputs, one text per request, client-side tokenization (not timed), padded to "
+                  f"lengths {'/'.join(map(str, options.buckets))} at concurrency > 1; config "
                   f"{', '.join(f'{k}={v}' for k, v in threads)}; the server and this load generator share "
                   f"the machine's cores")
         report.modes.append(ModeInfo(GRPC, "measured", detail))
@@ -705,7 +707,8 @@ def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expe
         k = 0
         for workload, texts in workloads.items():
             single = [encode_batch(tokenizer, [t], target.metadata.max_seq_len, names, dtype) for t in texts]
-            bucketed = [encode_batch(tokenizer, [t], target.metadata.max_seq_len, names, dtype, DEFAULT_BUCKETS)
+            bucketed = [encode_batch(tokenizer, [t], target.metadata.max_seq_len, names, dtype,
+                                     tuple(options.buckets))
                         for t in texts]
             for concurrency in options.concurrencies:
                 token_requests = bucketed if concurrency > 1 else single

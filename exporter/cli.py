@@ -188,11 +188,15 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
               help="Workload(s) to run (repeatable; default: all).")
 @click.option("--max-seconds", type=float, help="Timed seconds per cell, at most.")
 @click.option("--max-calls", type=int, help="Timed calls or requests per cell, at most.")
+@click.option("--bucket", "buckets", type=int, multiple=True,
+              help="Served requests' padded lengths at concurrency > 1 (repeatable; default 16 32 64 128 256 512). "
+                   "Triton's dynamic batcher merges only equal lengths.")
 @click.option("--no-bf16", is_flag=True, help="Leave TorchScript bf16 out.")
 @click.option("--no-onnx", is_flag=True, help="Leave ONNX Runtime out.")
 @click.option("--no-server", is_flag=True, help="Leave the Triton modes out.")
 @_friendly_errors
-def bench(repository, model, out, threads, quick, workloads, max_seconds, max_calls, no_bf16, no_onnx, no_server):
+def bench(repository, model, out, threads, quick, workloads, max_seconds, max_calls, buckets, no_bf16, no_onnx,
+          no_server):
     """Measure MODEL of REPOSITORY in every mode side by side (eager, TorchScript, ONNX Runtime, Triton)."""
     import os
 
@@ -200,7 +204,8 @@ def bench(repository, model, out, threads, quick, workloads, max_seconds, max_ca
     from .errors import VerificationError
 
     overrides = {k: v for k, v in dict(threads=threads, workloads=tuple(workloads) or None, max_seconds=max_seconds,
-                                       max_calls=max_calls).items() if v is not None}
+                                       max_calls=max_calls, buckets=tuple(buckets) or None).items()
+                 if v is not None}
     overrides.update(bf16=not no_bf16, onnx=not no_onnx, server=not no_server,
                      command="tei-export " + " ".join(sys.argv[1:]))
     options = (BenchOptions.quick_options(repository, model, **overrides) if quick
