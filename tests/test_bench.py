@@ -132,3 +132,18 @@ def test_tune_smoke_writes_only_when_asked(minilm_export, tmp_path):
     assert written.written == str(config)
     assert (repo / "minilm" / written.backup.rsplit("/", 1)[-1]).read_text() == original
     assert "max_queue_delay_microseconds: 700" in config.read_text()
+
+
+def test_text_ensemble_requests_follow_the_served_config():
+    """Texts go to `<name>_text` as BYTES shaped by its served config (batch dim only when max_batch_size > 0)."""
+    from exporter.bench import _text_request
+    from exporter.triton_client import ServedModel, ServedTensor
+
+    def served(max_batch, dims):
+        return ServedModel("m_text", max_batch, (ServedTensor("text", "TYPE_STRING", dims),),
+                           (ServedTensor("embedding", "TYPE_FP32", (384,)),), "ensemble", "")
+
+    batched = _text_request(served(16, (1,)), "héllo")["text"]
+    assert batched.shape == (1, 1) and batched.dtype == object and batched[0, 0] == "héllo".encode()
+    assert _text_request(served(16, (-1,)), "a")["text"].shape == (1, 1)
+    assert _text_request(served(0, (1,)), "a")["text"].shape == (1,)
