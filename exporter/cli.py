@@ -76,11 +76,17 @@ def main() -> None:
 @click.option("--inter-op-threads", type=int, help="INTER_OP_THREAD_COUNT (default: 1).")
 @click.option("--disable-optimized-execution", is_flag=True, help="DISABLE_OPTIMIZED_EXECUTION=true.")
 @click.option("--no-warmup", is_flag=True, help="Leave model_warmup out of config.pbtxt.")
+@click.option("--with-tokenizer/--no-with-tokenizer", default=False, show_default=True,
+              help="Also write <name>_tokenizer (Python backend, needs 'tokenizers' in the server) and the "
+                   "<name>_text ensemble: text in, embeddings out.")
+@click.option("--buckets", default="", help="Padding length buckets of the tokenizer model, e.g. 16,32,64,128,256,512 "
+                                             "(default; capped at max_seq_len).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @_friendly_errors
 def trace(model, out, name, version, force, pooling, normalize, max_seq_len, revision, trust_remote_code, int32,
           token_embeddings, dtype, device, max_batch_size, instances, kind, max_queue_delay_us, preferred,
-          intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup, as_json):
+          intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup, with_tokenizer, buckets,
+          as_json):
     """Export MODEL (a hub id or a local folder) as TorchScript model.pt + config.pbtxt, checked for parity."""
     from .export import ExportOptions, export_model
 
@@ -91,6 +97,7 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
         instances=instances, kind=kind, max_queue_delay_us=max_queue_delay_us, preferred_batch_sizes=preferred,
         intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
         disable_optimized_execution=disable_optimized_execution, warmup=not no_warmup,
+        with_tokenizer=with_tokenizer, buckets=tuple(int(b) for b in buckets.split(",") if b.strip()),
     )
     try:
         result = export_model(model, options, progress=_progress_printer(sys.stderr.isatty() and not as_json))

@@ -53,6 +53,9 @@ class ExportOptions:
     inference_mode: bool = True
     disable_optimized_execution: bool = False
     warmup: bool = True
+    # text in: <name>_tokenizer (Python backend) + <name>_text (ensemble) beside the token model
+    with_tokenizer: bool = False
+    buckets: tuple[int, ...] = ()
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:
@@ -238,6 +241,12 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
         (staging / "config.pbtxt").write_text(config_text, encoding="utf-8")
     files = [target.model_dir / "config.pbtxt", target.version_dir / "model.pt",
              target.version_dir / "tei_export.json", target.version_dir / TOKENIZER_DIR]
+    if options.with_tokenizer:
+        from .text_models import write_text_models
+
+        _say(progress, f"writing {name}_tokenizer and {name}_text (text in, embeddings out)")
+        files += write_text_models(Path(options.out), config, metadata, tokenizer, options.version, options.force,
+                                   options.buckets, config.instance_group[0].kind, source)
     return ExportResult(target, spec, config, metadata, report, files, warnings)
 
 

@@ -114,23 +114,23 @@ class TritonModelConfig:
                                 f"warmup dims {list(t.dims)} are not fully specified",
                                 "give every warmup dimension a positive size (batch dimension excluded)")
 
-    def render(self, source: str | None = None) -> str:
+    def render(self, source: str | None = None, template: str = "config.pbtxt.j2") -> str:
         """config.pbtxt text; raises ConfigError if Triton's protobuf does not accept it."""
         from . import __version__
 
-        text = _template().render(c=self, source=source, tool_version=__version__)
+        text = _template(template).render(c=self, source=source, tool_version=__version__)
         parse_pbtxt(text, where=f"rendered config of model '{self.name}'")
         return text + ("" if text.endswith("\n") else "\n")
 
 
-@lru_cache(maxsize=1)
-def _template():
+@lru_cache(maxsize=4)
+def _template(name: str = "config.pbtxt.j2"):
     import jinja2
 
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())), undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True, autoescape=False,
-    ).get_template("config.pbtxt.j2")
+    ).get_template(name)
 
 
 def templates_dir() -> Path:

@@ -63,6 +63,7 @@ class ModelCheck:
     executions: int = 0
     worst_text: str | None = None
     error: str | None = None
+    kind: str = "tokens"  # "tokens": client-side tokenization; "text": UTF-8 strings to the <name>_text ensemble
 
     @property
     def passed(self) -> bool:
@@ -229,6 +230,51 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
     return check
 
 
+def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list[CorpusItem], expected: np.ndarray,
+                      runs=DEFAULT_RUNS, timeout_s: float = 120.0) -> ModelCheck:
+    """The corpus as UTF-8 strings (BYTES) to ``<name>_text``, compared with the same ``expected`` rows."""
+    name = f"{model.name}_text"
+    check = ModelCheck(name, protocol, texts=len(items), kind="text")
+    texts = [i.text for i in items]
+    tolerance = tolerance_for(model.metadata.dtype)
+    try:
+        with TritonClient(url, protocol, timeout_s) as admin:
+            served = admin.model(name)
+            output = served.outputs[0].name
+            before = admin.statistics(model.name)
+            for run in runs:
+                batch = min(run.batch, served.max_batch_size or 1)
+
+                def one(chunk: list[int]) -> np.ndarray:
+                    data = np.array([texts[i].encode("utf-8") for i in chunk], dtype=np.object_).reshape(-1, 1)
+                    with TritonClient(url, protocol, timeout_s) as c:
+                        return c.infer(name, {"text": data}, [output])[output]
+
+                started = time.monotonic()
+                with ThreadPoolExecutor(max_workers=run.concurrency) as pool:
+                    got = np.concatenate(list(pool.map(one, _split(list(range(len(texts))), batch))), axis=0)
+                max_abs, min_cos = compare(expected, got)
+                check.runs.append(RunResult("text, " + Run(batch, run.concurrency).label, -(-len(texts) // batch),
+                                            len(texts), max_abs, min_cos, tolerance.accepts(max_abs, min_cos),
+                                            time.monotonic() - started))
+                if not check.runs[-1].passed and check.worst_text is None:
+                    rows = np.abs(np.asarray(got, np.float64) - expected).max(axis=1)
+                    check.worst_text = f"{items[int(rows.argmax())].kind}: {texts[int(rows.argmax())][:80]!r}"
+            after = admin.statistics(model.name)
+            check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
+    except Exception as err:  # reported as a failed check, not a crash
+        check.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return check
+
+
+def _text_ready(url: str, protocol: str, name: str) -> bool:
+    try:
+        with TritonClient(url, protocol) as c:
+            return f"{name}_text" in c.ready_models()
+    except Exception:
+        return False
+
+
 def _libtorch_reports(targets: list[ExportedModel], progress: Progress | None) -> list[dict]:
     from .libtorch_check import check_libtorch
 
@@ -276,6 +322,10 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
                 if progress:
                     progress(f"{model.name}: requests over {protocol}")
                 report.checks.append(verify_model(urls[protocol], protocol, model, items, expected, tokenizer, runs))
+                if _text_ready(urls[protocol], protocol, model.name):
+                    if progress:
+                        progress(f"{model.name}_text: text requests over {protocol}")
+                    report.checks.append(verify_text_model(urls[protocol], protocol, model, items, expected, runs))
         if libtorch:
             report.libtorch = _libtorch_reports(targets, progress)
     return report

@@ -1,0 +1,107 @@
+"""Text in, embeddings out: ``<name>_tokenizer`` (Python backend) and ``<name>_text`` (ensemble) beside a token model.
+
+The tokenizer model runs ``text_backend/tokenizer_model.py`` on the model's own ``tokenizer.json``; the ensemble
+chains it to the token model, so a client sends UTF-8 strings and gets the embedding back.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UnsupportedModelError
+from .metadata import ExportMetadata
+from .repository import plan_version, staged_version
+from .text_backend import TOKENIZER_MODEL_PY
+from .tokens import DEFAULT_BUCKETS
+from .triton_config import DynamicBatching, InstanceGroup, TensorConfig, TritonModelConfig
+
+TEXT_INPUT = "text"
+SETTINGS_FILE = "text_settings.json"
+
+
+@dataclass(frozen=True)
+class EnsembleStep:
+    model_name: str
+    input_map: tuple[tuple[str, str], ...]  # step input -> ensemble tensor
+    output_map: tuple[tuple[str, str], ...]  # step output -> ensemble tensor
+
+
+@dataclass(frozen=True)
+class EnsembleConfig(TritonModelConfig):
+    steps: tuple[EnsembleStep, ...] = ()
+
+
+def tokenizer_name(name: str) -> str:
+    return f"{name}_tokenizer"
+
+
+def text_name(name: str) -> str:
+    return f"{name}_text"
+
+
+def bucket_sizes(buckets: tuple[int, ...] | None, max_seq_len: int) -> tuple[int, ...]:
+    """The length buckets, capped at max_seq_len (which is always a bucket)."""
+    chosen = tuple(buckets) if buckets else DEFAULT_BUCKETS
+    if any(b < 1 for b in chosen):
+        raise UnsupportedModelError(f"length buckets {list(chosen)} must be positive", fix="e.g. --buckets 16,64,512",
+                                    where="--buckets")
+    return tuple(sorted({b for b in chosen if b < max_seq_len} | {max_seq_len}))
+
+
+def tokenizer_config(token_config: TritonModelConfig, kind: str = "KIND_CPU",
+                     prompt_name: str | None = None) -> TritonModelConfig:
+    """A Python-backend model: ``text`` (BYTES [1]) in, the token model's inputs out (same names and types)."""
+    params = (("PROMPT_NAME", prompt_name),) if prompt_name is not None else ()
+    return TritonModelConfig(
+        name=tokenizer_name(token_config.name), max_batch_size=token_config.max_batch_size,
+        inputs=(TensorConfig(TEXT_INPUT, "TYPE_STRING", (1,)),),
+        outputs=tuple(TensorConfig(t.name, t.data_type, (-1,)) for t in token_config.inputs),
+        platform=None, backend="python", instance_group=(InstanceGroup(1, kind),),
+        dynamic_batching=DynamicBatching(0), parameters=params)
+
+
+def ensemble_config(token_config: TritonModelConfig) -> EnsembleConfig:
+    """``text`` -> tokenizer -> token model -> ``embedding``."""
+    names = tuple((t.name, t.name) for t in token_config.inputs)
+    embedding = token_config.outputs[0]
+    return EnsembleConfig(
+        name=text_name(token_config.name), max_batch_size=token_config.max_batch_size,
+        inputs=(TensorConfig(TEXT_INPUT, "TYPE_STRING", (1,)),), outputs=(embedding,),
+        platform="ensemble", instance_group=(), dynamic_batching=None,
+        steps=(EnsembleStep(tokenizer_name(token_config.name), ((TEXT_INPUT, TEXT_INPUT),), names),
+               EnsembleStep(token_config.name, names, ((embedding.name, embedding.name),))))
+
+
+def settings(meta: ExportMetadata, tokenizer, buckets: tuple[int, ...]) -> dict:
+    import tokenizers
+
+    return {"max_seq_len": meta.max_seq_len, "buckets": list(buckets),
+            "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+            "padding_side": getattr(tokenizer, "padding_side", "right"), "prompts": dict(meta.prompts),
+            "default_prompt_name": meta.default_prompt_name, "tokenizers_version": tokenizers.__version__}
+
+
+def write_text_models(repo: Path, token_config: TritonModelConfig, meta: ExportMetadata, tokenizer,
+                      version: int = 1, force: bool = False, buckets: tuple[int, ...] | None = None,
+                      kind: str = "KIND_CPU", source: str | None = None) -> list[Path]:
+    """Write ``<name>_tokenizer`` and ``<name>_text`` into ``repo``, each all-or-nothing; returns their folders."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise UnsupportedModelError("the model's tokenizer has no fast (tokenizer.json) version",
+                                    fix="export without --with-tokenizer and tokenize on the client",
+                                    where="--with-tokenizer")
+    tok_cfg, ens_cfg = tokenizer_config(token_config, kind), ensemble_config(token_config)
+    texts = (tok_cfg.render(source=source, template="tokenizer.pbtxt.j2"),
+             ens_cfg.render(source=source, template="ensemble.pbtxt.j2"))
+    targets = [plan_version(Path(repo), c.name, version, force) for c in (tok_cfg, ens_cfg)]
+    data = settings(meta, tokenizer, bucket_sizes(buckets, meta.max_seq_len))
+    with staged_version(targets[0], force) as staging:
+        version_dir = staging / str(version)
+        shutil.copyfile(TOKENIZER_MODEL_PY, version_dir / "model.py")
+        tokenizer.backend_tokenizer.save(str(version_dir / "tokenizer.json"))
+        (version_dir / SETTINGS_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        (staging / "config.pbtxt").write_text(texts[0], encoding="utf-8")
+    with staged_version(targets[1], force) as staging:
+        (staging / "config.pbtxt").write_text(texts[1], encoding="utf-8")
+    return [t.model_dir for t in targets]
