@@ -193,6 +193,10 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
                      revision=options.revision, trust_remote_code=options.trust_remote_code)
     name = options.name or default_model_name(source)
     target = plan_version(Path(options.out), name, options.version, options.force)
+    if options.with_tokenizer:
+        from .text_models import plan_text_models
+
+        plan_text_models(Path(options.out), name, options.version, options.force)
     config = build_config(name, spec, options)
     config_text = config.render(source=source)
 

@@ -83,6 +83,12 @@ def settings(meta: ExportMetadata, tokenizer, buckets: tuple[int, ...]) -> dict:
             "default_prompt_name": meta.default_prompt_name, "tokenizers_version": tokenizers.__version__}
 
 
+def plan_text_models(repo: Path, name: str, version: int, force: bool) -> None:
+    """Before any slow work: refuse (like the token model) when a text model's version exists and not --force."""
+    for model in (tokenizer_name(name), text_name(name)):
+        plan_version(Path(repo), model, version, force)
+
+
 def write_text_models(repo: Path, token_config: TritonModelConfig, meta: ExportMetadata, tokenizer,
                       version: int = 1, force: bool = False, buckets: tuple[int, ...] | None = None,
                       kind: str = "KIND_CPU", source: str | None = None) -> list[Path]:

@@ -180,3 +180,12 @@ def test_missing_tokenizers_says_what_to_install(exported, monkeypatch):
     with pytest.raises(RuntimeError, match=r"pip install tokenizers==" + settings["tokenizers_version"]):
         module.TritonPythonModel().initialize({"model_repository": str(folder), "model_version": "1",
                                                "model_config": "{}"})
+
+
+def test_existing_text_model_refused_before_writing(tmp_path, minilm):
+    from exporter.errors import RepositoryError
+
+    (tmp_path / f"{NAME}_text" / "1").mkdir(parents=True)
+    with pytest.raises(RepositoryError, match="already exists"):
+        export_model(minilm, ExportOptions(out=tmp_path, name=NAME, with_tokenizer=True))
+    assert not (tmp_path / NAME).exists()
