@@ -64,10 +64,13 @@ def main() -> None:
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
               help="Compute precision inside the graph (inputs/outputs stay INT64/FP32; float16 outputs FP16).")
 @click.option("--device", default="cpu", show_default=True, help="Trace on this device (cpu or cuda).")
+@click.option("--format", "fmt", type=click.Choice(["torchscript", "pt2"]), default="torchscript", show_default=True,
+              help="torchscript: model.pt, platform pytorch_libtorch. pt2: torch.export + AOTInductor model.pt2, "
+                   "platform torch_aoti (Triton 26.03+; served with max_batch_size 0).")
 @click.option("--max-batch-size", type=int, default=64, show_default=True)
 @click.option("--instances", type=int, default=1, show_default=True, help="instance_group count.")
-@click.option("--kind", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
-              help="instance_group kind.")
+@click.option("--kind", type=click.Choice(["cpu", "gpu"]), default=None,
+              help="instance_group kind (default: gpu with --device cuda, else cpu).")
 @click.option("--max-queue-delay-us", type=int, default=100, show_default=True,
               help="dynamic_batching max_queue_delay_microseconds.")
 @click.option("--preferred-batch-size", "preferred", type=int, multiple=True,
@@ -84,16 +87,17 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @_friendly_errors
 def trace(model, out, name, version, force, pooling, normalize, max_seq_len, revision, trust_remote_code, int32,
-          token_embeddings, dtype, device, max_batch_size, instances, kind, max_queue_delay_us, preferred,
+          token_embeddings, dtype, device, fmt, max_batch_size, instances, kind, max_queue_delay_us, preferred,
           intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup, with_tokenizer, buckets,
           as_json):
-    """Export MODEL (a hub id or a local folder) as TorchScript model.pt + config.pbtxt, checked for parity."""
+    """Export MODEL (a hub id or a local folder) as TorchScript model.pt (or --format pt2: model.pt2) + config.pbtxt,
+    checked for parity."""
     from .export import ExportOptions, export_model
 
     options = ExportOptions(
         out=out, name=name, version=version, force=force, pooling=pooling, normalize=normalize,
         max_seq_len=max_seq_len, revision=revision, trust_remote_code=trust_remote_code, int32=int32,
-        token_embeddings=token_embeddings, dtype=dtype, device=device, max_batch_size=max_batch_size,
+        token_embeddings=token_embeddings, dtype=dtype, device=device, format=fmt, max_batch_size=max_batch_size,
         instances=instances, kind=kind, max_queue_delay_us=max_queue_delay_us, preferred_batch_sizes=preferred,
         intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
         disable_optimized_execution=disable_optimized_execution, warmup=not no_warmup,
@@ -140,6 +144,8 @@ def serve(repository, binary, host, http_port, grpc_port, log_path):
         server.start()
         click.echo(f"server:  {server.binary.describe()}")
         click.echo(f"backend: {server.backends.describe()}")
+        if server.view.presented:
+            click.echo(f"note:    {server.view.describe()}")
         click.echo(f"models:  {', '.join(server.models)} (all READY)")
         click.echo(f"HTTP:    http://{server.http_url}")
         click.echo(f"gRPC:    {server.grpc_url}")

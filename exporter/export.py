@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -12,6 +14,7 @@ import torch
 from .errors import ParityError, UnsupportedModelError
 from .metadata import TOKENIZER_DIR, ExportMetadata, library_versions
 from .parity import ParityReport, tolerance_for
+from .pt2 import PT2_FILENAME, PT2_PLATFORM, export_pt2, input_name, load_pt2, output_name
 from .reference import encoder_of, load_reference
 from .repository import VersionTarget, default_model_name, plan_version, staged_version
 from .spec import ModelSpec, SpecOverrides, read_spec
@@ -20,6 +23,7 @@ from .triton_config import (TYPE_OF_DTYPE, DynamicBatching, InstanceGroup, Tenso
                             Warmup)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+FORMATS = ("torchscript", "pt2")
 EMBEDDING_OUTPUT = "embedding"
 TOKEN_OUTPUT = "token_embeddings"
 
@@ -42,10 +46,15 @@ class ExportOptions:
     token_embeddings: bool = False
     dtype: str = "float32"
     device: str = "cpu"
+    format: str = "torchscript"  # or "pt2": torch.export + AOTInductor, platform torch_aoti (Triton 26.03+)
     # how Triton serves it
     max_batch_size: int = 64
     instances: int = 1
-    kind: str = "cpu"
+    kind: str | None = None  # instance_group kind: "cpu" or "gpu"; default follows --device
+
+    @property
+    def instance_kind(self) -> str:
+        return self.kind or ("gpu" if self.device.startswith("cuda") else "cpu")
     max_queue_delay_us: int = 100
     preferred_batch_sizes: tuple[int, ...] = ()
     intra_op_threads: int | None = None
@@ -58,6 +67,18 @@ class ExportOptions:
     buckets: tuple[int, ...] = ()
 
     def validate(self) -> None:
+        if self.format not in FORMATS:
+            raise UnsupportedModelError(f"unknown format '{self.format}'", fix=f"use one of {', '.join(FORMATS)}",
+                                        where="--format")
+        if self.format == "pt2" and self.with_tokenizer:
+            raise UnsupportedModelError(
+                "--with-tokenizer needs a model that Triton batches across requests, and a torch_aoti model is "
+                "served with max_batch_size 0 (its backend cannot split merged requests back yet)",
+                fix="export the text pipeline with --format torchscript, or drop --with-tokenizer", where="--format pt2")
+        if self.device.startswith("cuda") and self.instance_kind != "gpu":
+            raise UnsupportedModelError("--device cuda traces on the GPU, but the instance group says KIND_CPU",
+                                        fix="add --kind gpu (a model traced on CUDA runs on a GPU instance)",
+                                        where="--kind")
         if self.dtype not in DTYPES:
             raise UnsupportedModelError(f"unknown dtype '{self.dtype}'", fix=f"use one of {', '.join(DTYPES)}",
                                         where="--dtype")
@@ -103,13 +124,22 @@ class ExportResult:
 
 
 def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonModelConfig:
-    """The config.pbtxt content for an exported model."""
+    """The config.pbtxt content for an exported model.
+
+    TorchScript: inputs named like forward()'s arguments, batch dimension left to Triton (max_batch_size > 0) and
+    dynamic batching on. pt2: ``INPUT__<n>`` / ``OUTPUT__<n>`` and max_batch_size 0, the batch in ``dims``
+    (see :mod:`exporter.pt2` for why).
+    """
+    pt2 = options.format == "pt2"
     in_type = TYPE_OF_DTYPE["int32" if options.int32 else "int64"]
     out_type = TYPE_OF_DTYPE["float16" if options.dtype == "float16" else "float32"]
-    inputs = tuple(TensorConfig(n, in_type, (-1,)) for n in spec.input_names)
-    outputs = [TensorConfig(EMBEDDING_OUTPUT, out_type, (spec.hidden_size,))]
+    batch_dim = (-1,) if pt2 else ()
+    inputs = tuple(TensorConfig(input_name(i) if pt2 else n, in_type, batch_dim + (-1,))
+                   for i, n in enumerate(spec.input_names))
+    outputs = [TensorConfig(output_name(0) if pt2 else EMBEDDING_OUTPUT, out_type, batch_dim + (spec.hidden_size,))]
     if options.token_embeddings:
-        outputs.append(TensorConfig(TOKEN_OUTPUT, out_type, (-1, spec.hidden_size)))
+        outputs.append(TensorConfig(output_name(1) if pt2 else TOKEN_OUTPUT, out_type,
+                                    batch_dim + (-1, spec.hidden_size)))
     cpus = os.cpu_count() or 1
     intra = options.intra_op_threads if options.intra_op_threads is not None else max(1, cpus // options.instances)
     inter = options.inter_op_threads if options.inter_op_threads is not None else 1
@@ -120,15 +150,21 @@ def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonMo
         ("DISABLE_OPTIMIZED_EXECUTION", "true" if options.disable_optimized_execution else "false"),
     )
     warmup_len = min(16, spec.max_seq_len)
-    warmup = (Warmup("zeros_1x%d" % warmup_len, 1, tuple(TensorConfig(t.name, t.data_type, (warmup_len,))
+    # Warm-up dims leave out the batch dimension only when Triton owns it (max_batch_size > 0).
+    warmup_dims = (1, warmup_len) if pt2 else (warmup_len,)
+    warmup = (Warmup("zeros_1x%d" % warmup_len, 1, tuple(TensorConfig(t.name, t.data_type, warmup_dims)
                                                          for t in inputs)),) if options.warmup else ()
     return TritonModelConfig(
         name=name,
-        max_batch_size=options.max_batch_size,
+        max_batch_size=0 if pt2 else options.max_batch_size,
         inputs=inputs,
         outputs=tuple(outputs),
-        instance_group=(InstanceGroup(options.instances, "KIND_GPU" if options.kind == "gpu" else "KIND_CPU"),),
-        dynamic_batching=DynamicBatching(options.max_queue_delay_us, tuple(options.preferred_batch_sizes)),
+        platform=PT2_PLATFORM if pt2 else "pytorch_libtorch",
+        backend="pytorch" if pt2 else None,
+        default_model_filename=PT2_FILENAME if pt2 else None,
+        instance_group=(InstanceGroup(options.instances, "KIND_GPU" if options.instance_kind == "gpu" else "KIND_CPU"),),
+        dynamic_batching=None if pt2 else DynamicBatching(options.max_queue_delay_us,
+                                                          tuple(options.preferred_batch_sizes)),
         parameters=parameters,
         warmup=warmup,
     )
@@ -212,38 +248,43 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_dtype = torch.int32 if options.int32 else torch.int64
     cases = shape_cases(options.max_batch_size, spec.max_seq_len, spec.max_positions)
-    _say(progress, "tracing to TorchScript")
     example_case = next(c for c in cases if c.padding != "none")
     example = {k: v.to(options.device) for k, v in make_inputs(
         example_case, spec.input_names, spec.vocab_size, pad_id, input_dtype).items()}
-    traced = trace(wrapper, example)
+    with tempfile.TemporaryDirectory(prefix="tei-export-pt2-") as scratch:
+        if options.format == "pt2":
+            # Compiled outside the repository: only a package that passed the checks is moved in.
+            _say(progress, "torch.export + AOTInductor compile (model.pt2)")
+            package = export_pt2(wrapper, example, spec.max_positions or spec.max_seq_len,
+                                 Path(scratch) / PT2_FILENAME)
+            exported = load_pt2(package, options.device)
+        else:
+            _say(progress, "tracing to TorchScript")
+            exported = trace(wrapper, example)
 
-    _say(progress, f"checking the trace against sentence-transformers at {len(cases) + 1} shapes")
-    report = check_trace(traced, reference, cases, spec.input_names, spec.vocab_size, pad_id, input_dtype,
-                         tolerance_for(options.dtype), device=options.device)
-    _sentences_case(report, traced, reference, spec, options)
-    if not report.passed:
-        raise ParityError(
-            f"the traced model differs from sentence-transformers; nothing was written\n{report.table()}",
-            report, fix="report this architecture; try --dtype float32 or another --max-seq-len",
+        _say(progress, f"checking the {options.format} model against sentence-transformers at "
+                       f"{len(cases) + 1} shapes")
+        report = check_trace(exported, reference, cases, spec.input_names, spec.vocab_size, pad_id, input_dtype,
+                             tolerance_for(options.dtype), device=options.device)
+        _sentences_case(report, exported, reference, spec, options)
+        if not report.passed:
+            raise ParityError(
+                f"the {options.format} model differs from sentence-transformers; nothing was written\n"
+                f"{report.table()}",
+                report, fix="report this architecture; try --dtype float32 or another --max-seq-len",
+            )
+        metadata = ExportMetadata(
+            source=source, source_path=str(spec.path), revision=spec.revision, model_type=spec.model_type,
+            pooling=spec.pooling, normalize=spec.normalize, max_seq_len=spec.max_seq_len,
+            hidden_size=spec.hidden_size, input_names=list(spec.input_names),
+            input_dtype="int32" if options.int32 else "int64", output_names=[t.name for t in config.outputs],
+            dtype=options.dtype, format=options.format, device=options.device, prompts=spec.prompts,
+            default_prompt_name=spec.default_prompt_name, versions=library_versions(), parity=report.to_dict(),
         )
-
-    metadata = ExportMetadata(
-        source=source, source_path=str(spec.path), revision=spec.revision, model_type=spec.model_type,
-        pooling=spec.pooling, normalize=spec.normalize, max_seq_len=spec.max_seq_len, hidden_size=spec.hidden_size,
-        input_names=list(spec.input_names), input_dtype="int32" if options.int32 else "int64",
-        output_names=[t.name for t in config.outputs], dtype=options.dtype, format="torchscript",
-        device=options.device, prompts=spec.prompts, default_prompt_name=spec.default_prompt_name,
-        versions=library_versions(), parity=report.to_dict(),
-    )
-    _say(progress, f"writing {target.version_dir}")
-    with staged_version(target, options.force) as staging:
-        version_dir = staging / str(target.version)
-        traced.save(str(version_dir / "model.pt"))
-        tokenizer.save_pretrained(str(version_dir / TOKENIZER_DIR))
-        metadata.write(version_dir)
-        (staging / "config.pbtxt").write_text(config_text, encoding="utf-8")
-    files = [target.model_dir / "config.pbtxt", target.version_dir / "model.pt",
+        _say(progress, f"writing {target.version_dir}")
+        model_file = _write_version(target, options.force, config_text, metadata, tokenizer,
+                                    package if options.format == "pt2" else exported)
+    files = [target.model_dir / "config.pbtxt", target.version_dir / model_file,
              target.version_dir / "tei_export.json", target.version_dir / TOKENIZER_DIR]
     if options.with_tokenizer:
         from .text_models import write_text_models
@@ -252,6 +293,26 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
         files += write_text_models(Path(options.out), config, metadata, tokenizer, options.version, options.force,
                                    options.buckets, config.instance_group[0].kind, source)
     return ExportResult(target, spec, config, metadata, report, files, warnings)
+
+
+def _write_version(target: VersionTarget, force: bool, config_text: str, metadata: ExportMetadata, tokenizer,
+                   model: Path | torch.jit.ScriptModule) -> str:
+    """Assemble the version folder in staging and rename it into place; returns the model file's name.
+
+    ``model`` is a compiled pt2 package (moved in) or a TorchScript module (saved).
+    """
+    with staged_version(target, force) as staging:
+        version_dir = staging / str(target.version)
+        if isinstance(model, Path):
+            filename = PT2_FILENAME
+            shutil.move(str(model), str(version_dir / filename))
+        else:
+            filename = "model.pt"
+            model.save(str(version_dir / filename))
+        tokenizer.save_pretrained(str(version_dir / TOKENIZER_DIR))
+        metadata.write(version_dir)
+        (staging / "config.pbtxt").write_text(config_text, encoding="utf-8")
+    return filename
 
 
 def build_wrapper_for(spec: ModelSpec, encoder, options: ExportOptions, out_dtype: torch.dtype):

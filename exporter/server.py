@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from exporter.errors import ServerError
+from exporter.repository_view import RepositoryView, present_repository
 
 ORIGINS = ("explicit", "PATH", "/opt/tritonserver", "nvidia-pytriton")
 OPT_ROOT = Path("/opt/tritonserver")
@@ -442,6 +443,7 @@ class TritonServer:
         self._base_env = env
         self._binary: TritonBinary | None = binary if isinstance(binary, TritonBinary) else None
         self.backends: BackendSetup | None = None
+        self.view: RepositoryView | None = None  # what --model-repository points at while the server runs
         self._proc: subprocess.Popen | None = None
         self._pgid: int | None = None
         self._log_file = None
@@ -546,9 +548,10 @@ class TritonServer:
         while self.grpc_port == self.http_port:
             self.grpc_port = free_port(self.host)
         assert self._binary is not None and self.backends is not None
+        self.view = present_repository(self.model_repository, self.backends.compat)
         cmd = [
             str(self._binary.path),
-            f"--model-repository={self.model_repository}",
+            f"--model-repository={self.view.root}",
             f"--backend-directory={self.backends.backend_dir}",
             f"--http-address={self.host}",
             f"--http-port={self.http_port}",
@@ -585,6 +588,8 @@ class TritonServer:
             self._log_path = Path(name)
         self._log_file = open(self._log_path, "wb")
         self._log_file.write(("$ " + " ".join(cmd) + "\n").encode())
+        if self.view.presented:
+            self._log_file.write(f"tei-export: {self.view.describe()}\n".encode())
         self._log_file.flush()
         try:
             self._proc = subprocess.Popen(
@@ -712,6 +717,8 @@ class TritonServer:
         """SIGTERM to the server's process group, wait, then SIGKILL whatever of the group is left."""
         proc, pgid = self._proc, self._pgid
         if proc is None:
+            if self.view is not None:  # launched no process, but may have made the view
+                self.view.remove()
             return
         timeout = self.stop_timeout if timeout is None else timeout
         try:
@@ -735,6 +742,8 @@ class TritonServer:
         finally:
             self._proc = None
             self._pgid = pgid  # keep for callers that check the group is gone
+            if self.view is not None:
+                self.view.remove()
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None

@@ -6,8 +6,11 @@ of lengths can be merged while each one stays close to its real length.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+
+from .pt2 import ordinal
 
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
 
@@ -26,21 +29,40 @@ def bucket_length(longest: int, max_seq_len: int, buckets: tuple[int, ...] = DEF
     return max(longest, min(max_seq_len, max(buckets)))
 
 
-def encode_batch(tokenizer, texts: list[str], max_seq_len: int, input_names: tuple[str, ...] | list[str],
-                 dtype=np.int64, buckets: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
-    """Token arrays [len(texts), L] for ``input_names``: L is the longest text, or its bucket when given."""
+def feature_names(served_names: Sequence[str], model_inputs: Sequence[str]) -> list[str]:
+    """The model input (``input_ids``, ``attention_mask``, ...) that each served config input carries: itself when the
+    config uses the model's own names (TorchScript exports), the n-th model input for ``INPUT__<n>`` (pt2 exports)."""
+    features = []
+    for name in served_names:
+        n = ordinal(name)
+        if name in model_inputs or n is None:
+            features.append(name)
+        elif n < len(model_inputs):
+            features.append(model_inputs[n])
+        else:
+            raise ValueError(f"config input '{name}' names input {n}, but the model has {len(model_inputs)} inputs "
+                             f"({', '.join(model_inputs)})")
+    return features
+
+
+def encode_batch(tokenizer, texts: list[str], max_seq_len: int, input_names: Sequence[str],
+                 dtype=np.int64, buckets: tuple[int, ...] | None = None,
+                 model_inputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Token arrays [len(texts), L] keyed by ``input_names``: L is the longest text, or its bucket when given.
+    ``model_inputs`` (the export's own input order) resolves served names such as ``INPUT__0``."""
     enc = tokenizer(list(texts), truncation=True, max_length=max_seq_len, padding=False)
     longest = max(len(ids) for ids in enc["input_ids"])
     length = bucket_length(longest, max_seq_len, buckets) if buckets else longest
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     left = getattr(tokenizer, "padding_side", "right") == "left"
     arrays = {}
-    for name in input_names:
-        fill = pad_id if name == "input_ids" else 0
+    features = feature_names(input_names, model_inputs) if model_inputs else list(input_names)
+    for name, feature in zip(input_names, features):
+        fill = pad_id if feature == "input_ids" else 0
         out = np.full((len(texts), length), fill, dtype=dtype)
         for row, ids in enumerate(enc["input_ids"]):
-            values = enc[name][row] if name in enc else [0] * len(ids)
-            if name == "attention_mask":
+            values = enc[feature][row] if feature in enc else [0] * len(ids)
+            if feature == "attention_mask":
                 values = [1] * len(ids)
             if left:
                 out[row, length - len(ids):] = values

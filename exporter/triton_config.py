@@ -15,6 +15,8 @@ LIBTORCH_TYPES = ("TYPE_BOOL", "TYPE_UINT8", "TYPE_INT8", "TYPE_INT16", "TYPE_IN
                   "TYPE_FP16", "TYPE_FP32", "TYPE_FP64")
 TYPE_OF_DTYPE = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16",
                  "bool": "TYPE_BOOL", "string": "TYPE_STRING"}
+# Both of the pytorch backend's platforms (TorchScript and torch.export/AOTInductor) take the same tensor types.
+TORCH_PLATFORMS = ("pytorch_libtorch", "torch_aoti")
 _KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO", "KIND_MODEL")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -83,7 +85,7 @@ class TritonModelConfig:
                 if t.name in seen:
                     raise _fail(n, f"{kind} '{t.name}'", "duplicate tensor name", "give each tensor its own name")
                 seen.add(t.name)
-                if self.platform == "pytorch_libtorch" and t.data_type not in LIBTORCH_TYPES:
+                if self.platform in TORCH_PLATFORMS and t.data_type not in LIBTORCH_TYPES:
                     raise _fail(n, f"{kind} '{t.name}'.data_type",
                                 f"{t.data_type} is not supported by the LibTorch backend",
                                 f"use one of {', '.join(LIBTORCH_TYPES)}")

@@ -206,8 +206,8 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                     names = [t.name for t in served.inputs]
                     dtype = served.inputs[0].numpy_dtype
                     output = served.outputs[0].name
-                    requests = [encode_batch(tokenizer, [t], meta.max_seq_len, names, dtype, DEFAULT_BUCKETS)
-                                for t in texts]
+                    requests = [encode_batch(tokenizer, [t], meta.max_seq_len, names, dtype, DEFAULT_BUCKETS,
+                                             model_inputs=meta.input_names) for t in texts]
                     got = _send_all(server.grpc_url, "grpc", options.model, requests, output, options.concurrency)
                     parity = _parity(expected, got, tolerance)
                     result.parity_passed, result.min_cosine = parity.passed, parity.min_cosine

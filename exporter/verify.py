@@ -6,6 +6,7 @@ the dynamic batcher really merges requests), and compares every returned row wit
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,7 @@ class ModelCheck:
     worst_text: str | None = None
     error: str | None = None
     kind: str = "tokens"  # "tokens": client-side tokenization; "text": UTF-8 strings to the <name>_text ensemble
+    batching: bool = True  # False for max_batch_size 0 (pt2): each request is one execution by design
 
     @property
     def passed(self) -> bool:
@@ -110,6 +112,9 @@ class VerifyReport:
         for c in self.checks:
             if c.error:
                 lines.append(f"{c.model} over {c.protocol}: {c.error}")
+            elif c.inferences and not c.batching:
+                lines.append(f"{c.model} over {c.protocol}: max_batch_size 0, no dynamic batching: {c.inferences} "
+                             f"requests in {c.executions} executions")
             elif c.inferences:
                 lines.append(f"{c.model} over {c.protocol}: dynamic batching ran {c.inferences} requests in "
                              f"{c.executions} executions")
@@ -166,6 +171,14 @@ def reference_for(meta: ExportMetadata):
     return load_reference(spec)
 
 
+def request_rows(served: ServedModel) -> int:
+    """The most texts one request may carry: max_batch_size, or with max_batch_size 0 (a pt2 export) any number
+    when the first dim is variable, since the batch is then part of the request's own shape."""
+    if served.max_batch_size > 0:
+        return served.max_batch_size
+    return sys.maxsize if served.inputs and served.inputs[0].dims[:1] == (-1,) else 1
+
+
 def _split(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -190,7 +203,8 @@ def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], to
         return local.client
 
     def one(chunk: list[int]) -> np.ndarray:
-        arrays = encode_batch(tokenizer, [texts[i] for i in chunk], meta.max_seq_len, names, dtype, buckets)
+        arrays = encode_batch(tokenizer, [texts[i] for i in chunk], meta.max_seq_len, names, dtype, buckets,
+                              model_inputs=meta.input_names)
         return client().infer(served.name, arrays, [output])[output]
 
     try:
@@ -210,9 +224,10 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
     try:
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(model.name)
+            check.batching = served.max_batch_size > 0
             before = admin.statistics(model.name)
             for run in runs:
-                batch = min(run.batch, served.max_batch_size or 1)
+                batch = min(run.batch, request_rows(served))
                 started = time.monotonic()
                 got = _send_run(url, protocol, served, texts, tokenizer, model.metadata, Run(batch, run.concurrency),
                                 timeout_s)
@@ -243,7 +258,7 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
             output = served.outputs[0].name
             before = admin.statistics(model.name)
             for run in runs:
-                batch = min(run.batch, served.max_batch_size or 1)
+                batch = min(run.batch, request_rows(served))
 
                 def one(chunk: list[int]) -> np.ndarray:
                     data = np.array([texts[i].encode("utf-8") for i in chunk], dtype=np.object_).reshape(-1, 1)
@@ -304,7 +319,8 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
                 progress(f"starting tritonserver on {repo}")
             server = stack.enter_context(TritonServer(repo, **(server_options or {})))
             urls = {"http": server.http_url, "grpc": server.grpc_url}
-            description = f"{server.binary.describe()}; {server.backends.describe()}"
+            description = "; ".join(filter(None, (server.binary.describe(), server.backends.describe(),
+                                                  server.view.describe())))
         else:
             urls = {protocols[0]: url}
             with TritonClient(url, protocols[0]) as c:

@@ -27,3 +27,12 @@ def minilm_export(tmp_path_factory, minilm):
 @pytest.fixture(scope="session")
 def bge_like(tmp_path_factory) -> str:
     return bge_small_like(tmp_path_factory.mktemp("bge_small_like"))
+
+
+@pytest.fixture(scope="session")
+def minilm_pt2_export(tmp_path_factory, minilm):
+    """all-MiniLM-L6-v2 exported once as model.pt2 (torch.export + AOTInductor, platform torch_aoti)."""
+    from exporter.export import ExportOptions, export_model
+
+    repo = tmp_path_factory.mktemp("repo_minilm_pt2")
+    return export_model(minilm, ExportOptions(out=repo, name="minilm_pt2", format="pt2", max_batch_size=16))

@@ -195,6 +195,24 @@ def test_compat_output_rules(compat):
             compat.flatten_outputs(bad)
 
 
+def test_compat_pt2_rules(compat):
+    import torch
+
+    # torch_aoti: INPUT__<n> / OUTPUT__<n> name the n-th flattened tensor of the package, in any config order
+    assert compat.match_pt2(["INPUT__1", "INPUT__0", "INPUT__2"], 3, "input") == [1, 0, 2]
+    assert compat.match_pt2(["OUTPUT__1", "OUTPUT__0"], None, "output") == [1, 0]
+    with pytest.raises(compat.CompatBackendError, match="named INPUT__<n>"):
+        compat.match_pt2(["input_ids", "attention_mask", "token_type_ids"], 3, "input")
+    with pytest.raises(compat.CompatBackendError, match="named OUTPUT__<n>"):
+        compat.match_pt2(["INPUT__0"], None, "output")
+    with pytest.raises(compat.CompatBackendError, match="configuration expects 2 inputs, the model.pt2 package takes 3"):
+        compat.match_pt2(["INPUT__0", "INPUT__1"], 3, "input")
+    with pytest.raises(compat.CompatBackendError, match="repeat an index"):
+        compat.match_pt2(["INPUT__0", "INPUT__0", "INPUT__1"], 3, "input")
+    x = torch.ones(2, 3)
+    assert len(compat.flatten_outputs([x, x], pt2=True)) == 2  # a package returns several outputs as a list
+
+
 def test_compat_parameters(compat):
     for text in ("true", "ON", "1", " True "):
         assert compat.parse_bool("INFERENCE_MODE", text) is True

@@ -17,6 +17,11 @@ TorchScript models touch it:
 * a batch of requests is concatenated on dim 0 (requests whose non-batch shapes differ run in separate groups),
   ``forward()`` runs once per group and the outputs are split back per request.
 
+A ``model.pt2`` (torch.export + AOTInductor, Triton's ``platform: "torch_aoti"``) is loaded with AOTInductor's
+package loader, as the C++ backend's pt2 path does, and follows that path's naming: inputs are ``INPUT__<n>``, the
+n-th flattened input of the package, with the count checked; outputs are ``OUTPUT__<n>``. tei-export presents such a
+model to servers older than 26.03 as ``backend: "pytorch"`` with ``default_model_filename: "model.pt2"``.
+
 Errors are returned per request as ``TritonError``; the stub keeps serving. This file must stay self-contained:
 it imports only torch, json, os and ``triton_python_backend_utils`` (never the ``exporter`` package).
 """
@@ -134,6 +139,27 @@ def match_outputs(config_names, model_name="model"):
     return list(range(len(config_names))), "STRICT_CONFIG_ORDERING"
 
 
+def match_pt2(config_names, count, kind, model_name="model"):
+    """Positions of a torch_aoti model's config tensors: each must be named ``INPUT__<n>`` / ``OUTPUT__<n>`` (the n-th
+    flattened input or output of the package). ``count`` is the package's input count (checked like the C++
+    backend does), or None for outputs, whose count is known only at run time."""
+    prefix = "INPUT" if kind == "input" else "OUTPUT"
+    indices = _named_indices(config_names)
+    if indices is None or any(name.rpartition("__")[0] != prefix for name in config_names):
+        raise CompatBackendError(
+            f"model '{model_name}' is a torch_aoti (model.pt2) model, whose {kind}s are named {prefix}__<n> "
+            f"(the n-th {kind} of the package), but the configuration names {config_names}; rename them "
+            f"{prefix}__0, {prefix}__1, ..."
+        )
+    if count is not None and len(config_names) != count:
+        raise CompatBackendError(
+            f"unable to load model '{model_name}', configuration expects {len(config_names)} {kind}s, "
+            f"the model.pt2 package takes {count}"
+        )
+    _check_indices(indices, count if count is not None else max(indices) + 1, config_names, kind, model_name)
+    return indices
+
+
 def _check_indices(indices, count, names, kind, model_name):
     if len(set(indices)) != len(indices):
         raise CompatBackendError(
@@ -147,11 +173,12 @@ def _check_indices(indices, count, names, kind, model_name):
             )
 
 
-def flatten_outputs(result):
-    """A Tensor or a Tuple of Tensors -> list of Tensors; anything else is refused like the C++ backend does."""
+def flatten_outputs(result, pt2=False):
+    """A Tensor or a Tuple of Tensors -> list of Tensors; anything else is refused like the C++ backend does.
+    A pt2 package's outputs come back flattened, as a list when there are several."""
     if isinstance(result, torch.Tensor):
         items = [result]
-    elif isinstance(result, tuple):
+    elif isinstance(result, tuple) or (pt2 and isinstance(result, list)):
         items = list(result)
     else:
         kind = type(result).__name__
@@ -217,11 +244,15 @@ class TritonPythonModel:
                 f"unable to find '{path}' for model '{self.name}'; export the TorchScript file there or set "
                 "default_model_filename"
             )
-        try:
-            self.module = torch.jit.load(path, map_location=self.device)
-        except Exception as err:
-            raise CompatBackendError(f"failed to load TorchScript model '{path}': {err}") from err
-        self.module.eval()
+        self.pt2 = filename.endswith(".pt2")
+        if self.pt2:
+            self.module, package_inputs = self._load_pt2(path)
+        else:
+            try:
+                self.module = torch.jit.load(path, map_location=self.device)
+            except Exception as err:
+                raise CompatBackendError(f"failed to load TorchScript model '{path}': {err}") from err
+            self.module.eval()
 
         self.inputs = []
         for cfg in self.config.get("input", []):
@@ -230,9 +261,15 @@ class TritonPythonModel:
         for cfg in self.config.get("output", []):
             self.outputs.append((cfg["name"], torch_dtype(cfg.get("data_type"), f"output '{cfg['name']}'")))
 
-        arg_names = self._forward_arguments()
-        self.input_positions, in_conv = match_inputs([n for n, _ in self.inputs], arg_names, self.name)
-        self.output_positions, out_conv = match_outputs([n for n, _ in self.outputs], self.name)
+        in_names, out_names = [n for n, _ in self.inputs], [n for n, _ in self.outputs]
+        if self.pt2:
+            self.input_positions = match_pt2(in_names, package_inputs, "input", self.name)
+            self.output_positions = match_pt2(out_names, None, "output", self.name)
+            in_conv = out_conv = "PT2_ORDINAL (AOTInductor package)"
+        else:
+            arg_names = self._forward_arguments()
+            self.input_positions, in_conv = match_inputs(in_names, arg_names, self.name)
+            self.output_positions, out_conv = match_outputs(out_names, self.name)
         _log_info(
             f"model '{self.name}': {path} on {self.device}, inputs by {in_conv}, outputs by {out_conv}, "
             f"inference_mode={self.inference_mode}, optimized_execution={not self.disable_optimized}, "
@@ -292,6 +329,18 @@ class TritonPythonModel:
             )
         return torch.device(f"cuda:{int(args.get('model_instance_device_id', 0) or 0)}")
 
+    def _load_pt2(self, path):
+        """AOTInductor's package loader (what the C++ pt2 path uses) and the package's flattened input count."""
+        import torch.utils._pytree as pytree
+
+        index = self.device.index if self.device.type == "cuda" else -1
+        try:
+            module = torch._inductor.aoti_load_package(path, device_index=-1 if index is None else index)
+            in_spec = pytree.treespec_loads(module.loader.get_call_spec()[0])
+        except Exception as err:
+            raise CompatBackendError(f"failed to load the AOTInductor package '{path}': {err}") from err
+        return module, in_spec.num_leaves
+
     def _forward_arguments(self):
         try:
             schema = self.module.forward.schema
@@ -338,7 +387,7 @@ class TritonPythonModel:
         guard = torch.inference_mode() if self.inference_mode else torch.no_grad()
         with guard:
             result = self.module(*args)
-        items = flatten_outputs(result)
+        items = flatten_outputs(result, self.pt2)
         selected = []
         for (name, dtype), index in zip(self.outputs, self.output_positions):
             if index >= len(items):

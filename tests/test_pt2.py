@@ -1,0 +1,165 @@
+"""--format pt2: torch.export + AOTInductor model.pt2 for Triton's torch_aoti platform, checked in-process, in a real
+tritonserver (the bundled 2.51, which needs the package presented as backend "pytorch"), and on bad input."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import _triton_fixtures as fx
+from exporter.cli import main
+from exporter.errors import ServerError, UnsupportedModelError
+from exporter.export import ExportOptions, export_model
+from exporter.pt2 import PT2_FILENAME, load_pt2
+from exporter.repository_view import legacy_config_text, present_repository
+from exporter.server import TritonServer, find_tritonserver
+from exporter.tokens import encode_batch, feature_names, load_tokenizer
+from exporter.triton_config import read_config
+from exporter.verify import verify_repository
+
+TEXTS = ["Ahead-of-time compiled embeddings.", "A", "A longer sentence, so that this batch needs some padding."]
+
+
+@pytest.fixture(scope="module")
+def binary():
+    try:
+        return find_tritonserver()
+    except ServerError as err:  # pragma: no cover - the dev/CI environment has nvidia-pytriton
+        pytest.skip(f"no tritonserver here: {err}")
+
+
+@pytest.fixture(scope="module")
+def st_model(minilm):
+    return fx.load_sentence_transformer(minilm)
+
+
+def test_config_as_torch_aoti_wants_it(minilm_pt2_export):
+    result = minilm_pt2_export
+    cfg = read_config(result.target.model_dir / "config.pbtxt")
+    assert (cfg.platform, cfg.backend, cfg.default_model_filename) == ("torch_aoti", "pytorch", "model.pt2")
+    # the pt2 backend cannot split merged requests back: no batching by Triton, the batch is in dims
+    assert cfg.max_batch_size == 0 and not cfg.HasField("dynamic_batching")
+    assert [(t.name, list(t.dims)) for t in cfg.input] == [("INPUT__0", [-1, -1]), ("INPUT__1", [-1, -1]),
+                                                          ("INPUT__2", [-1, -1])]
+    assert all(t.data_type == cfg.input[0].data_type for t in cfg.input)
+    assert [(o.name, list(o.dims)) for o in cfg.output] == [("OUTPUT__0", [-1, 384])]
+    assert [list(v.dims) for v in cfg.model_warmup[0].inputs.values()] == [[1, 16]] * 3
+    assert cfg.parameters["INTRA_OP_THREAD_COUNT"].string_value.isdigit()
+    files = sorted(p.name for p in result.target.version_dir.iterdir())
+    assert files == ["model.pt2", "tei_export.json", "tokenizer"]
+    meta = result.metadata
+    assert meta.format == "pt2" and meta.input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    assert meta.output_names == ["OUTPUT__0"]
+
+
+def test_export_checked_the_same_grid_as_torchscript(minilm_pt2_export):
+    report = minilm_pt2_export.parity
+    assert report.passed and report.max_abs_diff <= 1e-5 and report.min_cosine >= 0.99999
+    names = {c.name: c for c in report.cases}
+    assert {"one token", "left padding", "max batch", "max length", "position limit",
+            "encode() on sentences"} <= set(names)
+    assert names["position limit"].seq_len == 512 and names["max batch"].batch == 16
+
+
+def test_saved_package_equals_encode(minilm_pt2_export, st_model):
+    """The file on disk, loaded afresh, against SentenceTransformer.encode on a ragged batch."""
+    version_dir = minilm_pt2_export.target.version_dir
+    model = load_pt2(version_dir / PT2_FILENAME)
+    tokenizer = load_tokenizer(version_dir)
+    names = ["INPUT__0", "INPUT__1", "INPUT__2"]
+    arrays = encode_batch(tokenizer, TEXTS, 256, names, model_inputs=minilm_pt2_export.metadata.input_names)
+    got = model(*(torch.from_numpy(arrays[n]) for n in names)).numpy()
+    want = st_model.encode(TEXTS, convert_to_numpy=True)
+    assert got.shape == want.shape == (3, 384)
+    assert np.abs(got - want).max() <= 1e-5
+
+
+def test_feature_names_map_ordinals_to_the_models_inputs():
+    own = ["input_ids", "attention_mask", "token_type_ids"]
+    assert feature_names(["INPUT__2", "INPUT__0", "INPUT__1"], own) == ["token_type_ids", "input_ids",
+                                                                        "attention_mask"]
+    assert feature_names(own, own) == own
+    with pytest.raises(ValueError, match="INPUT__3.*3 inputs"):
+        feature_names(["INPUT__3"], own)
+
+
+def test_legacy_view_of_a_torch_aoti_config(minilm_pt2_export, minilm_export):
+    text = legacy_config_text(minilm_pt2_export.target.model_dir / "config.pbtxt")
+    from exporter.triton_config import parse_pbtxt
+
+    cfg = parse_pbtxt(text)
+    assert (cfg.platform, cfg.backend, cfg.default_model_filename) == ("", "pytorch", "model.pt2")
+    assert [t.name for t in cfg.input] == ["INPUT__0", "INPUT__1", "INPUT__2"] and cfg.max_batch_size == 0
+    # no view without the compatibility backend (a real libtriton_pytorch.so gets the repository as exported)
+    repo = minilm_pt2_export.target.repo
+    assert present_repository(repo, compat_backend=False).root == repo.absolute()
+    # a TorchScript-only repository needs no view either
+    assert not present_repository(minilm_export.target.repo, compat_backend=True).presented
+
+
+def test_served_by_the_bundled_tritonserver(binary, minilm_pt2_export, minilm_export, tmp_path):
+    """Both formats side by side in one repository, over HTTP and gRPC, compared with eager sentence-transformers."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for result in (minilm_pt2_export, minilm_export):
+        shutil.copytree(result.target.model_dir, repo / result.target.name)
+    exported_config = (repo / "minilm_pt2" / "config.pbtxt").read_text()
+    with TritonServer(repo, binary=binary, cache_dir=tmp_path / "cache", log_path=tmp_path / "triton.log") as srv:
+        assert srv.compat_backend, "the bundled server has no libtriton_pytorch.so"
+        view = srv.view.root
+        assert srv.view.presented == ("minilm_pt2",) and view != repo
+        assert read_config(view / "minilm_pt2" / "config.pbtxt").backend == "pytorch"
+        assert set(srv.models) == {"minilm", "minilm_pt2"}
+        reports = [verify_repository(repo, url=url, protocols=(protocol,), libtorch=False, corpus_size=12)
+                   for protocol, url in (("http", srv.http_url), ("grpc", srv.grpc_url))]
+        log = srv.log_text()
+    for report in reports:
+        assert report.passed, report.table()
+        pt2 = next(c for c in report.checks if c.model == "minilm_pt2")
+        assert not pt2.batching and pt2.max_abs_diff <= 1e-5 and pt2.min_cosine >= 0.99999
+        # batch 16 went out as one request of 16 rows: the batch is part of the request's shape
+        assert any(r.label.startswith("batch 16") and r.requests == -(-r.texts // 16) for r in pt2.runs)
+        assert pt2.inferences == pt2.executions > 0
+    assert "presented to this server as backend \"pytorch\"" in log and "PT2_ORDINAL" in log
+    assert not view.exists(), "the view is removed with the server"
+    assert (repo / "minilm_pt2" / "config.pbtxt").read_text() == exported_config
+
+
+def test_wrong_names_and_counts_fail_to_load(binary, minilm_pt2_export, tmp_path):
+    repo = tmp_path / "bad"
+    repo.mkdir()
+    source = minilm_pt2_export.target.model_dir
+    for name, edit in (("renamed", lambda t: t.replace('"INPUT__0"', '"input_ids"')),
+                       ("too_few", lambda t: t[:t.index('  {\n    name: "INPUT__2"')].rstrip().rstrip(",") + "\n"
+                        + t[t.index("]\noutput"):])):
+        (repo / name).mkdir()
+        (repo / name / "1").symlink_to(source / "1", target_is_directory=True)
+        text = (source / "config.pbtxt").read_text().replace('name: "minilm_pt2"', f'name: "{name}"')
+        text = text[:text.index("model_warmup")]  # warm-up would fail first on the edited inputs
+        (repo / name / "config.pbtxt").write_text(edit(text))
+    srv = TritonServer(repo, binary=binary, cache_dir=tmp_path / "cache", startup_timeout=120)
+    with pytest.raises(ServerError) as err:
+        srv.start()
+    text = str(err.value)
+    assert "'renamed'" in text and "named INPUT__<n>" in text
+    assert "'too_few'" in text and "configuration expects 2 inputs, the model.pt2 package takes 3" in text
+    assert not srv.running
+
+
+def test_pt2_with_tokenizer_is_refused_before_any_work(tmp_path, minilm):
+    with pytest.raises(UnsupportedModelError, match="max_batch_size 0") as err:
+        export_model(minilm, ExportOptions(out=tmp_path / "r", name="m", format="pt2", with_tokenizer=True))
+    assert "--format torchscript" in str(err.value)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_format_and_gpu_kind_mismatch_exit_nonzero(tmp_path, minilm):
+    res = CliRunner().invoke(main, ["trace", minilm, "--out", str(tmp_path / "r"), "--format", "onnx"])
+    assert res.exit_code == 2 and "'onnx' is not one of 'torchscript', 'pt2'" in res.output
+    res = CliRunner().invoke(main, ["trace", minilm, "--out", str(tmp_path / "r"), "--device", "cuda",
+                                    "--kind", "cpu"])
+    assert res.exit_code == 1 and "KIND_CPU" in res.output and "--kind gpu" in res.output
+    assert not (tmp_path / "r").exists()
