@@ -688,7 +688,7 @@ def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expe
         names = [t.name for t in served.inputs]
         dtype = served.inputs[0].numpy_dtype
         output = served.outputs[0].name
-        tol = tolerance_for(target.metadata.dtype)
+        tol = tolerance_for(target.metadata.dtype, target.metadata.device)
         threads = re.findall(r'key:\s*"(\w*THREAD_COUNT)"\s*value:\s*\{\s*string_value:\s*"(\d+)"',
                              (target.model_dir / "config.pbtxt").read_text())
         detail = (f"token inputs, one text per request, client-side tokenization (not timed), padded to "

@@ -265,7 +265,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
         _say(progress, f"checking the {options.format} model against sentence-transformers at "
                        f"{len(cases) + 1} shapes")
         report = check_trace(exported, reference, cases, spec.input_names, spec.vocab_size, pad_id, input_dtype,
-                             tolerance_for(options.dtype), device=options.device)
+                             tolerance_for(options.dtype, options.device), device=options.device)
         _sentences_case(report, exported, reference, spec, options)
         if not report.passed:
             raise ParityError(

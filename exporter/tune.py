@@ -187,7 +187,7 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                                          short_texts=options.texts))["short"]
     say(f"eager sentence-transformers on {len(texts)} sentences")
     expected = reference_for(meta).encode(texts, convert_to_numpy=True, normalize_embeddings=False).astype(np.float64)
-    tolerance = tolerance_for(meta.dtype)
+    tolerance = tolerance_for(meta.dtype, meta.device)
     report = TuneReport(options.model, options.objective, options.p95_budget_ms)
     load = BenchOptions(Path(options.repository), options.model, max_calls=options.max_calls,
                         max_seconds=options.max_seconds)

@@ -220,7 +220,7 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
                  tokenizer, runs=DEFAULT_RUNS, timeout_s: float = 120.0) -> ModelCheck:
     check = ModelCheck(model.name, protocol, texts=len(items))
     texts = [i.text for i in items]
-    tolerance = tolerance_for(model.metadata.dtype)
+    tolerance = tolerance_for(model.metadata.dtype, model.metadata.device)
     try:
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(model.name)
@@ -251,7 +251,7 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
     name = f"{model.name}_text"
     check = ModelCheck(name, protocol, texts=len(items), kind="text")
     texts = [i.text for i in items]
-    tolerance = tolerance_for(model.metadata.dtype)
+    tolerance = tolerance_for(model.metadata.dtype, model.metadata.device)
     try:
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(name)

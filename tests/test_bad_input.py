@@ -139,7 +139,7 @@ def test_invalid_model_name(tmp_path, tiny, name):
 
 def test_failed_parity_writes_nothing(tmp_path, tiny, monkeypatch):
     # An impossible bound makes the (real) comparison fail, exercising the abort path.
-    monkeypatch.setattr(export_mod, "tolerance_for", lambda _dtype: Tolerance(max_abs=-1.0, min_cosine=2.0))
+    monkeypatch.setattr(export_mod, "tolerance_for", lambda *_args: Tolerance(max_abs=-1.0, min_cosine=2.0))
     repo = tmp_path / "r"
     with pytest.raises(ParityError) as info:
         export_model(tiny, ExportOptions(out=repo, name="m", max_batch_size=2))

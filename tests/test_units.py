@@ -108,3 +108,14 @@ def test_wheel_contains_templates_and_backend(tmp_path):
     assert "exporter/compat_backend/model.py" in names
     assert "exporter/cpp/libtorch_check.cpp" in names
     assert "exporter/cli.py" in names
+
+
+def test_tolerance_by_precision_and_device():
+    from exporter.parity import tolerance_for
+
+    assert tolerance_for("float32", "cuda") == tolerance_for("float32") and tolerance_for("float32").max_abs == 1e-5
+    assert tolerance_for("bfloat16").min_cosine == 0.9999  # CPU bf16 export keeps its tighter bound
+    for dtype in ("float16", "bfloat16"):
+        tol = tolerance_for(dtype, "cuda:0")
+        assert tol.min_cosine == 0.999 and tol.max_abs is None
+        assert tol.accepts(0.3, 0.9991) and not tol.accepts(0.0, 0.9989)
