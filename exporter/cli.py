@@ -293,5 +293,46 @@ def check_libtorch_cmd(model_dir, as_json):
                                 fix="re-export the model", where=str(model_dir))
 
 
+@main.command()
+@click.argument("repository", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--storage-uri", required=True,
+              help="Where the pods read the repository: s3://bucket/path, gs://bucket/path, "
+                   "as://account/container/path or pvc://claim/path.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Manifest file to write.")
+@click.option("--kind", type=click.Choice(["deployment", "kserve"]), default=None,
+              help="Deployment + Service (default), or a KServe InferenceService.")
+@click.option("--replicas", type=int, help="Triton pods (default: 2).")
+@click.option("--gpus-per-pod", type=int, help="nvidia.com/gpu per pod; 0 = CPU only (default: 0).")
+@click.option("--cpus-per-pod", type=int, help="CPU request and limit per pod (default: 4).")
+@click.option("--memory", "memory_per_pod", help="Memory request and limit per pod (default: 8Gi).")
+@click.option("--image", help="Triton image (default: nvcr.io/nvidia/tritonserver:26.03-py3).")
+@click.option("--name", help="Name of the Kubernetes resources (default: triton-embeddings).")
+@click.option("--secret", "credentials_secret",
+              help="Deployment: Secret holding the storage credentials (default: triton-storage-credentials; "
+                   "'' for none, e.g. with IRSA or workload identity).")
+@click.option("--service-account", help="The pods' service account (KServe, IRSA, workload identity: it carries "
+                                        "the bucket credentials).")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@_friendly_errors
+def manifest(repository, storage_uri, out, force, **chosen):
+    """Write a Kubernetes manifest serving the repository with several Triton replicas.
+
+    REPOSITORY (optional) is a local copy of what --storage-uri holds; its config.pbtxt files are checked against
+    the pod size and any mismatch is printed as a warning.
+    """
+    from .manifest import DeploymentOptions, write_manifest
+
+    # Options left out keep DeploymentOptions' defaults, so they are stated in one place.
+    options = DeploymentOptions(storage_uri=storage_uri, **{k: v for k, v in chosen.items() if v is not None})
+    path, warnings = write_manifest(options, out, force=force, repository=repository)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    what = "InferenceService" if options.kind == "kserve" else "Deployment + Service"
+    click.echo(f"wrote {path}: {what} '{options.name}', {options.replicas} x {options.image} "
+               f"({options.cpus_per_pod} CPU, {options.memory_per_pod}, {options.gpus_per_pod} GPU per pod) "
+               f"reading {options.storage_uri}")
+    click.echo(f"apply it with: kubectl apply -f {path}")
+
+
 if __name__ == "__main__":
     main()

@@ -125,7 +125,7 @@ class TritonModelConfig:
         return text + ("" if text.endswith("\n") else "\n")
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=None)  # a handful of templates, each parsed once
 def _template(name: str = "config.pbtxt.j2"):
     import jinja2
 
