@@ -3,7 +3,8 @@
 Modes, side by side:
 
 * in-process (batch sweep): eager sentence-transformers, the exported TorchScript fp32 ``model.pt``, TorchScript
-  bf16 (the repository's bf16 export, else traced here with the same recipe as ``trace --dtype bfloat16``), and
+  bf16 (the repository's bf16 export, else traced here with the same recipe as ``trace --dtype bfloat16``), the
+  AOTInductor ``model.pt2`` (the repository's pt2 export, else compiled here as ``trace --format pt2`` does), and
   ONNX Runtime on an ONNX export of the same wrapper;
 * served (concurrency sweep, one text per request): the real tritonserver over gRPC and HTTP with token inputs
   (tokenized client-side, padded to length buckets so the dynamic batcher can merge), and over gRPC through the
@@ -25,6 +26,7 @@ import os
 import platform
 import random
 import re
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,8 +44,9 @@ from .tokens import DEFAULT_BUCKETS, encode_batch
 Progress = Callable[[str], None]
 
 EAGER, TS_FP32, TS_BF16, ORT_FP32 = "eager", "torchscript_fp32", "torchscript_bf16", "onnxruntime_fp32"
+PT2_FP32 = "pt2_fp32"
 GRPC, HTTP, TEXT_GRPC, INFINITY = "triton_grpc", "triton_http", "triton_text_grpc", "infinity_emb"
-IN_PROCESS_MODES = (EAGER, TS_FP32, TS_BF16, ORT_FP32)
+IN_PROCESS_MODES = (EAGER, TS_FP32, TS_BF16, PT2_FP32, ORT_FP32)
 SERVER_MODES = (GRPC, HTTP, TEXT_GRPC)
 WORKLOADS = ("short", "mixed", "long")
 SHORT_MAX_TOKENS = 20
@@ -64,6 +67,7 @@ class BenchOptions:
     max_seconds: float = 2.5  # timed seconds per cell, at most
     buckets: tuple[int, ...] = DEFAULT_BUCKETS  # served, concurrency > 1: requests padded to these lengths
     bf16: bool = True
+    pt2: bool = True
     onnx: bool = True
     server: bool = True
     quick: bool = False
@@ -461,17 +465,36 @@ def _say(progress: Progress | None, message: str) -> None:
         progress(message)
 
 
+def _sibling_export(repo: Path, meta, dtype: str, fmt: str):
+    """An export in ``repo`` of the same source in ``dtype`` and format ``fmt``, or None."""
+    from .verify import exported_models
+
+    return next((m for m in exported_models(repo) if m.metadata.source_path == meta.source_path
+                 and m.metadata.dtype == dtype and m.metadata.format == fmt), None)
+
+
+def _pt2_module(repo: Path, meta, wrapper, spec, example, scratch: Path):
+    """The repository's fp32 pt2 export of the same source if there is one, else one compiled here (same recipe)."""
+    from .pt2 import PT2_FILENAME, export_pt2, load_pt2
+
+    found = _sibling_export(repo, meta, "float32", "pt2")
+    if found is not None:
+        return load_pt2(found.version_dir / PT2_FILENAME), f"exported model {found.name}"
+    path = export_pt2(wrapper, example, spec.max_positions or spec.max_seq_len, scratch / PT2_FILENAME)
+    return load_pt2(path), ("no pt2 export in the repository: compiled here with the recipe of "
+                            "`trace --format pt2` (torch.export, dynamic batch and length, AOTInductor)")
+
+
 def _bf16_module(repo: Path, meta, reference, spec, example):
     """The repository's bf16 export of the same source if there is one, else one traced here (same recipe)."""
     from .export import DTYPES
     from .reference import encoder_of
     from .tracing import trace
-    from .verify import exported_models
     from .wrapper import build_wrapper
 
-    for m in exported_models(repo):
-        if m.metadata.dtype == "bfloat16" and m.metadata.source_path == meta.source_path:
-            return torch.jit.load(str(m.version_dir / "model.pt")), f"exported model {m.name}"
+    found = _sibling_export(repo, meta, "bfloat16", "torchscript")
+    if found is not None:
+        return torch.jit.load(str(found.version_dir / "model.pt")), f"exported model {found.name}"
     encoder = copy.deepcopy(encoder_of(reference)).to(DTYPES["bfloat16"])
     wrapper = build_wrapper(encoder, spec.input_names, spec.pooling, spec.normalize)
     return trace(wrapper, example), ("no bf16 export in the repository: traced here with the recipe of "
@@ -525,6 +548,7 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     from .tokens import load_tokenizer
     from .tracing import make_inputs, shape_cases
     from .verify import exported_models, reference_for
+    from .wrapper import build_wrapper
 
     options.validate()
     repo = Path(options.repository)
@@ -577,18 +601,24 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
             report.modes.append(ModeInfo(TS_BF16, f"error: {type(err).__name__}: {err}"))
     else:
         report.modes.append(ModeInfo(TS_BF16, "not measured: --no-bf16"))
-    onnx_dir = None
+    # the fp32 wrapper that trace exports: the ONNX export and a pt2 compiled here start from it
+    wrapper = build_wrapper(encoder, names, spec.pooling, spec.normalize)
+    scratch = tempfile.TemporaryDirectory(prefix="tei-export-bench-")
+    if options.pt2:
+        try:
+            _say(progress, "loading or compiling the AOTInductor model.pt2")
+            fns[PT2_FP32], detail = _pt2_module(repo, meta, wrapper, spec, example, Path(scratch.name))
+            report.modes.append(ModeInfo(PT2_FP32, "measured", detail))
+        except Exception as err:
+            report.modes.append(ModeInfo(PT2_FP32, f"error: {type(err).__name__}: {str(err)[:200]}"))
+    else:
+        report.modes.append(ModeInfo(PT2_FP32, "not measured: --no-pt2"))
     if options.onnx:
         try:
-            import tempfile
-
             from .onnx_export import OnnxRuntimeModel, export_onnx
-            from .wrapper import build_wrapper
 
             _say(progress, "exporting the same wrapper to ONNX")
-            onnx_dir = tempfile.TemporaryDirectory(prefix="tei-export-bench-")
-            wrapper = build_wrapper(encoder, names, spec.pooling, spec.normalize)
-            path = export_onnx(wrapper, example, Path(onnx_dir.name) / "model.onnx")
+            path = export_onnx(wrapper, example, Path(scratch.name) / "model.onnx")
             fns[ORT_FP32] = OnnxRuntimeModel(path, options.threads)
             report.modes.append(ModeInfo(ORT_FP32, "measured", "torch.onnx.export of the traced wrapper, "
                                          "onnx.checker ok, CPUExecutionProvider"))
@@ -618,8 +648,7 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
                     cell.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
                 report.cells.append(cell)
                 _say(progress, _cell_line(k, total_in, cell))
-    if onnx_dir is not None:
-        onnx_dir.cleanup()
+    scratch.cleanup()
 
     # -- served modes -------------------------------------------------------------------------------------------
     if options.server:

@@ -205,12 +205,13 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
               help="Served requests' padded lengths at concurrency > 1 (repeatable; default 16 32 64 128 256 512). "
                    "Triton's dynamic batcher merges only equal lengths.")
 @click.option("--no-bf16", is_flag=True, help="Leave TorchScript bf16 out.")
+@click.option("--no-pt2", is_flag=True, help="Leave the AOTInductor model.pt2 out (compiling one takes ~30 s).")
 @click.option("--no-onnx", is_flag=True, help="Leave ONNX Runtime out.")
 @click.option("--no-server", is_flag=True, help="Leave the Triton modes out.")
 @_friendly_errors
-def bench(repository, model, out, threads, quick, workloads, max_seconds, max_calls, buckets, no_bf16, no_onnx,
-          no_server):
-    """Measure MODEL of REPOSITORY in every mode side by side (eager, TorchScript, ONNX Runtime, Triton)."""
+def bench(repository, model, out, threads, quick, workloads, max_seconds, max_calls, buckets, no_bf16, no_pt2,
+          no_onnx, no_server):
+    """Measure MODEL of REPOSITORY in every mode side by side (eager, TorchScript, pt2, ONNX Runtime, Triton)."""
     import os
 
     from .bench import BenchOptions, run_bench
@@ -219,7 +220,7 @@ def bench(repository, model, out, threads, quick, workloads, max_seconds, max_ca
     overrides = {k: v for k, v in dict(threads=threads, workloads=tuple(workloads) or None, max_seconds=max_seconds,
                                        max_calls=max_calls, buckets=tuple(buckets) or None).items()
                  if v is not None}
-    overrides.update(bf16=not no_bf16, onnx=not no_onnx, server=not no_server,
+    overrides.update(bf16=not no_bf16, pt2=not no_pt2, onnx=not no_onnx, server=not no_server,
                      command="tei-export " + " ".join(sys.argv[1:]))
     options = (BenchOptions.quick_options(repository, model, **overrides) if quick
                else BenchOptions(repository, model, **{"threads": os.cpu_count() or 1, **overrides}))

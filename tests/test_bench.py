@@ -10,8 +10,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from exporter.bench import (IN_PROCESS_MODES, INFINITY, SERVER_MODES, TS_BF16, WORKLOADS, BenchOptions, FlopModel,
-                            run_bench)
+from exporter.bench import (IN_PROCESS_MODES, INFINITY, PT2_FP32, SERVER_MODES, TS_BF16, WORKLOADS, BenchOptions,
+                            FlopModel, run_bench)
 from exporter.cli import main
 
 CELL_KEYS = {"mode", "workload", "batch", "concurrency", "calls", "seqs", "seconds", "seq_per_s", "tokens_per_s",
@@ -45,6 +45,8 @@ def test_results_shape(quick_run):
     assert modes["triton_text_grpc"]["status"] == "measured" or \
         modes["triton_text_grpc"]["status"].startswith(("not measured", "error"))
     assert modes[INFINITY]["status"].startswith("not measured")
+    # the session repository has no pt2 export of MiniLM: bench compiled one with trace's recipe
+    assert modes[PT2_FP32]["detail"].startswith("no pt2 export in the repository: compiled here")
     for cell in data["results"]:
         assert set(cell) == CELL_KEYS
         assert cell["error"] is None, cell
