@@ -1,8 +1,10 @@
-"""Run an exported model.pt through LibTorch alone (no Python in the loop) and compare it with eager PyTorch.
+"""Run an exported model.pt or model.pt2 through LibTorch alone (no Python in the loop) and compare it with eager.
 
-A small C++ program (``cpp/libtorch_check.cpp``) makes the calls the Triton LibTorch backend makes:
-``c10::InferenceMode``, ``torch::jit::load``, ``forward()`` with inputs matched to its arguments by the backend's
-rules, and it refuses outputs the backend refuses (a dict, a list, a scalar). It is compiled once against the
+A small C++ program (``cpp/libtorch_check.cpp``) makes the calls Triton's pytorch backend makes, under
+``c10::InferenceMode``. For TorchScript (``model.pt``): ``torch::jit::load``, ``forward()`` with inputs matched to its
+arguments by the backend's rules, refusing outputs the backend refuses (a dict, a list, a scalar). For an
+AOTInductor package (``model.pt2``, ``platform: "torch_aoti"``): ``torch::inductor::AOTIModelPackageLoader`` and
+``run()`` with the inputs ordered by their ``INPUT__<n>`` ordinal. It is compiled once against the
 LibTorch that ships inside the installed ``torch`` wheel and cached under ``$TEI_EXPORT_CACHE`` (default
 ``~/.cache/tei-export``), keyed by a hash of the source, the torch version and the torch library folder.
 """
@@ -21,20 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, ModelSourceError, TeiExportError, VerificationError
+from .parity import tolerance_for
 
 SOURCE = Path(__file__).with_name("cpp") / "libtorch_check.cpp"
 BINARY_PREFIX = "libtorch_check-"
 
-# fp32 tolerance: the C++ runtime must reproduce eager PyTorch to within rounding.
-DEFAULT_ATOL = 1e-5
-DEFAULT_MIN_COSINE = 0.99999
-# Per compute precision (tei_export.json "dtype"): (max |diff| or None for "not bounded", min cosine).
-# The same bounds as the exporter's own parity check against the fp32 eager reference.
-TOLERANCES: dict[str, tuple[float | None, float]] = {
-    "float32": (DEFAULT_ATOL, DEFAULT_MIN_COSINE),
-    "bfloat16": (None, 0.9999),
-    "float16": (None, 0.999),
-}
+# fp32 tolerance: the C++ runtime must reproduce eager PyTorch to within rounding. Other precisions use the
+# exporter's own bound for the export's dtype and device (parity.tolerance_for).
+DEFAULT_ATOL = tolerance_for("float32").max_abs
+DEFAULT_MIN_COSINE = tolerance_for("float32").min_cosine
 
 # Exit codes of the C++ program (see the header of libtorch_check.cpp).
 _EXIT_MEANING = {
@@ -43,6 +40,13 @@ _EXIT_MEANING = {
     4: "the inputs do not fit forward()",
     5: "forward() failed",
     6: "forward() returned a type the Triton LibTorch backend refuses",
+}
+# The same codes for an AOTInductor package (no exit 6: run() returns a flat list of tensors).
+_EXIT_MEANING_PT2 = {
+    **_EXIT_MEANING,
+    3: "the AOTInductor package cannot be loaded",
+    4: "the inputs do not fit the package",
+    5: "the package's run() failed",
 }
 EXIT_REFUSED_OUTPUT = 6
 
@@ -177,7 +181,7 @@ class LibtorchRun:
 
     outputs: list[list[np.ndarray]]
     dtypes: list[list[str]]
-    matching: str  # how inputs met forward()'s arguments: "name", "index" or "order" (as the backend would)
+    matching: str  # how inputs met the model's arguments: "name", "index" or "order" (as the backend would)
 
 
 def _write_inputs(path: Path, cases: list[dict[str, np.ndarray]], input_order: list[str]) -> None:
@@ -238,36 +242,49 @@ def run_libtorch_cases(
     *,
     checker: Path | None = None,
     timeout: float = 600.0,
+    pt2: bool | None = None,
 ) -> LibtorchRun:
-    """Load ``model_pt`` once in LibTorch and call forward() on every case in turn (shapes may differ per case).
+    """Load ``model_pt`` once in LibTorch and run every case in turn through it (shapes may differ per case).
 
-    ``input_order`` is the order Triton lists the inputs in (the config.pbtxt order); the C++ side then matches
-    them to forward()'s arguments by name, by ``__<index>`` suffix, or by that order, as the LibTorch backend does.
+    ``input_order`` is the order Triton lists the inputs in (the config.pbtxt order). For TorchScript the C++ side
+    matches them to forward()'s arguments by name, by ``__<index>`` suffix, or by that order, as the LibTorch
+    backend does. For an AOTInductor package (``pt2``; by default when the file ends in ``.pt2``) every input must
+    be named ``INPUT__<n>`` and is the package's n-th input, as on Triton's ``torch_aoti`` platform.
     Raises LibtorchRunError when LibTorch fails or refuses the outputs.
     """
     model_pt = Path(model_pt)
+    pt2 = model_pt.suffix == ".pt2" if pt2 is None else pt2
     if not model_pt.is_file():
-        raise ModelSourceError("TorchScript file not found", where=str(model_pt))
+        raise ModelSourceError(f"{'AOTInductor package' if pt2 else 'TorchScript file'} not found",
+                               where=str(model_pt))  # fmt: skip
     binary = checker or build_checker()
     with tempfile.TemporaryDirectory(prefix="tei-libtorch-") as tmp:
         inputs, outputs = Path(tmp) / "inputs.bin", Path(tmp) / "outputs.bin"
         _write_inputs(inputs, cases, list(input_order))
-        proc = subprocess.run(
-            [str(binary), str(model_pt), str(inputs), str(outputs)], capture_output=True, text=True, timeout=timeout
-        )
+        command = [str(binary), *(["--pt2"] if pt2 else []), str(model_pt), str(inputs), str(outputs)]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             message = proc.stderr.strip().removeprefix("libtorch_check: ") or "(no message)"
-            meaning = _EXIT_MEANING.get(proc.returncode, f"exit status {proc.returncode}")
+            if proc.returncode < 0:
+                meaning = f"killed by signal {-proc.returncode}"
+            else:
+                meanings = _EXIT_MEANING_PT2 if pt2 else _EXIT_MEANING
+                meaning = meanings.get(proc.returncode, f"exit status {proc.returncode}")
             raise LibtorchRunError(f"LibTorch run failed ({meaning}): {message}", proc.returncode, proc.stderr,
                                    where=str(model_pt))  # fmt: skip
         return _read_outputs(outputs)
 
 
 def run_libtorch_model(
-    model_pt: Path, inputs: dict[str, np.ndarray], input_order: list[str], *, checker: Path | None = None
+    model_pt: Path,
+    inputs: dict[str, np.ndarray],
+    input_order: list[str],
+    *,
+    checker: Path | None = None,
+    pt2: bool | None = None,
 ) -> list[np.ndarray]:
     """Run ``model_pt`` once in LibTorch on ``inputs`` and return its output tensor(s) as float32 arrays."""
-    return run_libtorch_cases(model_pt, [inputs], input_order, checker=checker).outputs[0]
+    return run_libtorch_cases(model_pt, [inputs], input_order, checker=checker, pt2=pt2).outputs[0]
 
 
 # ----------------------------------------------------------------------------------------------------------- check
@@ -285,7 +302,7 @@ class LibtorchCheckReport:
     min_cosine: float | None = None
     same_tokens_max_abs_diff: float | None = None  # vs the eager model on the very same token tensors
     same_tokens_min_cosine: float | None = None
-    cases: int = 0  # forward() calls made in LibTorch
+    cases: int = 0  # forward() (or, for a pt2 package, run()) calls made in LibTorch
     rows: int = 0  # embeddings compared
     binary: Path | None = None
     version: int | None = None
@@ -294,6 +311,7 @@ class LibtorchCheckReport:
     atol: float | None = DEFAULT_ATOL  # None: max|diff| reported, not bounded (half precision)
     min_cosine_required: float = DEFAULT_MIN_COSINE
     details: list[str] = field(default_factory=list)
+    format: str = "torchscript"  # "torchscript" (model.pt) or "pt2" (an AOTInductor model.pt2 package)
 
     def summary(self) -> str:
         if self.skipped:
@@ -301,8 +319,9 @@ class LibtorchCheckReport:
         if self.error and self.max_abs_diff is None:
             return f"{self.model_name}: FAILED: {self.error}"
         verdict = "ok" if self.ok else "FAILED"
+        where, call = ("LibTorch (AOTInductor package)", "run()") if self.format == "pt2" else ("LibTorch", "forward()")
         text = (
-            f"{self.model_name} v{self.version}: {verdict} in LibTorch: {self.cases} forward() calls, "
+            f"{self.model_name} v{self.version}: {verdict} in {where}: {self.cases} {call} calls, "
             f"{self.rows} rows, "
             f"max|diff| {self.max_abs_diff:.3g} (same tokens {self.same_tokens_max_abs_diff:.3g}), "
             f"min cosine {self.min_cosine:.7f} (same tokens {self.same_tokens_min_cosine:.7f}); "
@@ -319,6 +338,11 @@ class _Repository:
     model_pt: Path
     metadata: dict
     tokenizer_dir: Path
+
+    @property
+    def format(self) -> str:
+        """The version's format: tei_export.json ``format``, except that a ``.pt2`` file is always "pt2"."""
+        return "pt2" if self.model_pt.suffix == ".pt2" else str(self.metadata.get("format") or "torchscript")
 
 
 def _load_repository(model_dir: Path) -> _Repository:
@@ -362,6 +386,22 @@ def _load_repository(model_dir: Path) -> _Repository:
     return _Repository(name, config, version, folder / filename, metadata, tokenizer_dir)
 
 
+def _tokenizer_name(repo: _Repository, config_name: str) -> str:
+    """The tokenizer output a config input carries: ``INPUT__<n>`` is tei_export.json's n-th ``input_names`` entry
+    (how pt2 exports name their inputs); any other name is itself, less a ``__<index>`` suffix."""
+    from .pt2 import ordinal
+    from .tokens import feature_names
+
+    names = repo.metadata.get("input_names")
+    if ordinal(config_name) is not None and names:
+        try:
+            return feature_names([config_name], names)[0]
+        except ValueError as err:
+            raise TeiExportError(str(err), where=f"{repo.name}/config.pbtxt",
+                                 fix="export the model again so config.pbtxt and tei_export.json agree") from None
+    return re.sub(r"__[0-9]+$", "", config_name)
+
+
 def _input_arrays(repo: _Repository, encoding: dict) -> tuple[dict[str, np.ndarray], list[str]]:
     """The arrays Triton would receive for each config input (typed as the config says), and the config order."""
     from tritonclient.grpc import model_config_pb2
@@ -379,7 +419,7 @@ def _input_arrays(repo: _Repository, encoding: dict) -> tuple[dict[str, np.ndarr
                 f"input '{inp.name}' is {type_name} in config.pbtxt but tei_export.json says input_dtype {declared}",
                 where=f"{repo.name}/config.pbtxt", fix="export the model again so both agree",
             )
-        base = re.sub(r"__[0-9]+$", "", inp.name)
+        base = _tokenizer_name(repo, inp.name)
         if base in encoding:
             value = encoding[base]
         elif base == "token_type_ids":
@@ -426,9 +466,13 @@ def check_libtorch(
     atol: float | None = ...,  # type: ignore[assignment]  # ...: the bound for the export's precision
     min_cosine: float | None = None,
 ) -> LibtorchCheckReport:
-    """Run ``<model_dir>/<latest version>/model.pt`` in LibTorch (C++) and compare it with eager sentence-transformers.
+    """Run ``<model_dir>/<latest version>/model.pt`` (or ``model.pt2``) in LibTorch (C++) and compare it with eager
+    sentence-transformers.
 
-    LibTorch runs several forward() calls in one loaded module, as a server would: all texts in one padded batch,
+    A TorchScript ``model.pt`` is loaded with ``torch::jit::load`` and called through forward(); an AOTInductor
+    ``model.pt2`` (tei_export.json ``format: "pt2"``) with ``AOTIModelPackageLoader`` and called through run(), its
+    ``INPUT__<n>`` inputs carrying tei_export.json's n-th ``input_names`` entry, as Triton's ``torch_aoti`` does.
+    LibTorch runs several calls in one loaded module, as a server would: all texts in one padded batch,
     the shorter texts in a batch of their own, every text alone (no padding), then that shorter batch again
     (after the profiling executor has specialised and optimised the graph). Every row is compared with the eager
     model on the same token tensors and with ``SentenceTransformer(source).encode(texts)`` (truncating at the
@@ -438,24 +482,22 @@ def check_libtorch(
     >= 0.99999 per row; pass ``atol``/``min_cosine`` to override (``atol=None``: report max|diff|, do not bound it).
     Texts are encoded without any prompt: prompts are the client's business, the model sees what it is sent.
 
-    Returns a report; ``skipped=True`` (and ``ok=False``) when no C++ compiler is available, or when the version
-    is not TorchScript (a ``model.pt2`` package is not loaded by ``torch::jit::load``). A repository that
-    cannot be read raises TeiExportError; a model LibTorch cannot run or whose outputs Triton would refuse gives
-    ``ok=False`` with ``error`` saying why.
+    Returns a report; ``skipped=True`` (and ``ok=False``) when no C++ compiler is available, or when the version's
+    format is neither TorchScript nor pt2. A repository that cannot be read raises TeiExportError; a model
+    LibTorch cannot run or whose outputs Triton would refuse gives ``ok=False`` with ``error`` saying why.
     """
     model_dir = Path(model_dir)
     repo = _load_repository(model_dir)
-    precision = str(repo.metadata.get("dtype") or "float32")
-    default_atol, default_cos = TOLERANCES.get(precision, TOLERANCES["float32"])
-    atol = default_atol if atol is ... else atol
-    min_cosine = default_cos if min_cosine is None else min_cosine
+    bound = tolerance_for(str(repo.metadata.get("dtype") or "float32"), str(repo.metadata.get("device") or "cpu"))
+    atol = bound.max_abs if atol is ... else atol
+    min_cosine = bound.min_cosine if min_cosine is None else min_cosine
     report = LibtorchCheckReport(model_name=repo.name, ok=False, version=repo.version, atol=atol,
-                                 min_cosine_required=min_cosine)  # fmt: skip
-    fmt = repo.metadata.get("format", "torchscript")
-    if fmt != "torchscript" or repo.model_pt.suffix == ".pt2":
+                                 min_cosine_required=min_cosine, format=repo.format)  # fmt: skip
+    pt2 = repo.format == "pt2"
+    if repo.format not in ("torchscript", "pt2"):
         report.skipped = True
-        report.skip_reason = (f"version {repo.version} is {fmt} ({repo.model_pt.name}), not TorchScript; "
-                              "the LibTorch check loads TorchScript only")  # fmt: skip
+        report.skip_reason = (f"version {repo.version} is {repo.format} ({repo.model_pt.name}); the LibTorch check "
+                              "runs TorchScript (model.pt) and AOTInductor (model.pt2) only")  # fmt: skip
         return report
     try:
         report.binary = build_checker(cache_dir)
@@ -491,7 +533,7 @@ def check_libtorch(
         cases.append(arrays)
 
     try:
-        run = run_libtorch_cases(repo.model_pt, cases, input_order, checker=report.binary)
+        run = run_libtorch_cases(repo.model_pt, cases, input_order, checker=report.binary, pt2=pt2)
     except LibtorchRunError as err:
         report.error = str(err)
         return report
@@ -509,8 +551,8 @@ def check_libtorch(
             problems.append(f"output '{config_out.name}' is {got_type} in LibTorch but config.pbtxt says "
                             f"{want_type}; the backend needs them to match exactly")  # fmt: skip
     if len(run.outputs[0]) != max(len(repo.config.output), 1):
-        problems.append(f"forward() returned {len(run.outputs[0])} tensors but config.pbtxt declares "
-                        f"{len(repo.config.output)} outputs")  # fmt: skip
+        problems.append(f"{'the package' if pt2 else 'forward()'} returned {len(run.outputs[0])} tensors but "
+                        f"config.pbtxt declares {len(repo.config.output)} outputs")  # fmt: skip
 
     # Eager references: the same token tensors through the SentenceTransformer modules, and encode() on the texts.
     import torch

@@ -30,9 +30,10 @@ def bge_like(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def minilm_pt2_export(tmp_path_factory, minilm):
-    """all-MiniLM-L6-v2 exported once as model.pt2 (torch.export + AOTInductor, platform torch_aoti)."""
+def minilm_pt2_export(tmp_path_factory):
+    """all-MiniLM-L6-v2 exported once as model.pt2 (torch.export + AOTInductor, platform torch_aoti).
+    It takes the path itself, not the ``minilm`` fixture, which some modules redefine."""
     from exporter.export import ExportOptions, export_model
 
     repo = tmp_path_factory.mktemp("repo_minilm_pt2")
-    return export_model(minilm, ExportOptions(out=repo, name="minilm_pt2", format="pt2", max_batch_size=16))
+    return export_model(minilm_path(), ExportOptions(out=repo, name="minilm_pt2", format="pt2", max_batch_size=16))

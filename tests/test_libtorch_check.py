@@ -241,13 +241,176 @@ def test_a_wrong_model_fails_the_check(checker, cache_dir, minilm, tmp_path):
     assert "LibTorch differs from eager" in report.error
 
 
-def test_pt2_versions_are_skipped_with_a_reason(minilm, tmp_path):
+def test_unknown_formats_are_skipped_with_a_reason(minilm, tmp_path):
+    path, st, traced = minilm
+    repo = write_repository(tmp_path, "onnxish", traced, st.tokenizer, path)
+    meta = repo / "1" / "tei_export.json"
+    meta.write_text(meta.read_text().replace('"torchscript"', '"onnx"'))
+    report = check_libtorch(repo)
+    assert report.skipped and not report.ok and report.format == "onnx"
+    assert "is onnx" in report.skip_reason and "model.pt2" in report.skip_reason
+
+
+@needs_compiler
+def test_pt2_metadata_on_a_torchscript_file_fails_clearly(checker, cache_dir, minilm, tmp_path):
+    """tei_export.json says pt2, so the file is loaded as an AOTInductor package: a TorchScript zip is refused."""
     path, st, traced = minilm
     repo = write_repository(tmp_path, "aoti", traced, st.tokenizer, path)
     meta = repo / "1" / "tei_export.json"
     meta.write_text(meta.read_text().replace('"torchscript"', '"pt2"'))
-    report = check_libtorch(repo)
-    assert report.skipped and not report.ok and "not TorchScript" in report.skip_reason
+    report = check_libtorch(repo, ["hello"], cache_dir=cache_dir)
+    assert not report.ok and not report.skipped and report.format == "pt2"
+    assert "AOTInductor package cannot be loaded" in report.error and str(repo / "1" / "model.pt") in report.error
+
+
+# ------------------------------------------------------------------------------------------------ pt2 (AOTInductor)
+
+
+class BagOfWords(torch.nn.Module):
+    """Another model with the same signature and output shape: mean of the word embeddings, no encoder."""
+
+    def __init__(self, embeddings):
+        super().__init__()
+        self.embeddings = embeddings
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        mask = attention_mask.unsqueeze(-1).float()
+        pooled = (self.embeddings(input_ids) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+
+@pytest.fixture(scope="module")
+def minilm_pt2(minilm_pt2_export) -> Path:
+    """The session's real `--format pt2` export of MiniLM (model.pt2, platform torch_aoti, INPUT__<n>/OUTPUT__<n>)."""
+    if find_compiler() is None:
+        pytest.skip("no C++ compiler on this machine (AOTInductor needs one too)")
+    return minilm_pt2_export.target.model_dir
+
+
+def pt2_copy(model_dir: Path, root: Path, name: str) -> Path:
+    """A copy of a pt2 model folder whose model.pt2 is a link to the original (cheap; replace it to change it)."""
+    copy = root / name
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("model.pt2"))
+    for version in model_dir.iterdir():
+        if (version / "model.pt2").is_file():
+            (copy / version.name / "model.pt2").symlink_to(version / "model.pt2")
+    return copy
+
+
+@needs_compiler
+def test_check_libtorch_minilm_pt2_passes(checker, cache_dir, minilm_pt2):
+    assert json.loads((minilm_pt2 / "1" / "tei_export.json").read_text())["format"] == "pt2"
+    report = check_libtorch(minilm_pt2, cache_dir=cache_dir)
+    print("\n" + report.summary() + "\n  " + "\n  ".join(report.details))
+    assert report.ok, report.error
+    assert not report.skipped and report.skip_reason is None and report.format == "pt2"
+    assert report.binary == checker and report.version == 1 and report.model_name == "minilm_pt2"
+    assert report.input_matching == "index"  # INPUT__<n> -> the package's n-th input
+    assert report.max_abs_diff <= 1e-5 and report.min_cosine >= 0.99999
+    assert report.same_tokens_max_abs_diff <= 1e-5 and report.same_tokens_min_cosine >= 0.99999
+    assert report.cases == 1 + 1 + 17 + 1 and report.rows >= 3 * 17
+    assert "AOTInductor package" in report.summary() and "run() calls" in report.summary()
+
+
+@needs_compiler
+def test_pt2_inputs_go_by_ordinal_not_config_order(checker, cache_dir, minilm_pt2, tmp_path):
+    """INPUT__<n> is the n-th package input and carries input_names[n], wherever the config lists it."""
+    repo = pt2_copy(minilm_pt2, tmp_path, "shuffled")
+    config = repo / "config.pbtxt"
+    text = config.read_text()
+    blocks = {n: text[text.index(f'name: "INPUT__{n}"'):] for n in range(3)}
+    blocks = {n: b[: b.index("}")] for n, b in blocks.items()}
+    for n, m in ((0, 2), (1, 0), (2, 1)):  # list them as INPUT__2, INPUT__0, INPUT__1
+        text = text.replace(blocks[n], f"@{m}@", 1)
+    for m in range(3):
+        text = text.replace(f"@{m}@", blocks[m])
+    config.write_text(text)
+    assert text.index("INPUT__2") < text.index("INPUT__0") < text.index("INPUT__1")
+    texts = ["The padded row of the batch.", "A longer second sentence, so that the first one gets padded."]
+    report = check_libtorch(repo, texts, cache_dir=cache_dir)
+    assert report.ok, report.error
+    # Swapping two entries of input_names sends token_type_ids (zeros) as the attention mask: this must fail.
+    meta = repo / "1" / "tei_export.json"
+    data = json.loads(meta.read_text())
+    data["input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
+    meta.write_text(json.dumps(data))
+    report = check_libtorch(repo, texts, cache_dir=cache_dir)
+    assert not report.ok and not report.skipped
+    assert "LibTorch differs from eager" in report.error
+
+
+@needs_compiler
+def test_pt2_in_cpp_matches_the_python_aoti_loader(checker, minilm_pt2):
+    """The C++ run() on shuffled config order gives what torch._inductor's Python loader gives on the same package."""
+    from exporter.pt2 import load_pt2
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for batch, seq in [(1, 1), (3, 17), (8, 64), (2, 256), (1, 5)]:
+        ids = rng.integers(1000, 20000, size=(batch, seq), dtype=np.int64)
+        mask = np.ones((batch, seq), np.int64)
+        mask[0, seq // 2 + 1:] = 0
+        cases.append({"INPUT__0": ids, "INPUT__1": mask, "INPUT__2": np.zeros_like(ids)})
+    package = minilm_pt2 / "1" / "model.pt2"
+    run = run_libtorch_cases(package, cases, ["INPUT__1", "INPUT__2", "INPUT__0"], checker=checker)
+    assert run.matching == "index" and run.dtypes[0] == ["Float"]
+    model = load_pt2(package)
+    with torch.inference_mode():
+        for case, outputs in zip(cases, run.outputs):
+            want = model(*(torch.from_numpy(case[f"INPUT__{n}"]) for n in range(3)))  # the out spec: one tensor
+            assert outputs[0].shape == tuple(want.shape)
+            assert np.abs(outputs[0] - want.numpy()).max() <= 1e-6
+
+
+@needs_compiler
+def test_pt2_inputs_must_be_ordinals_that_fit(checker, minilm_pt2):
+    package = minilm_pt2 / "1" / "model.pt2"
+    ids = np.ones((1, 4), np.int64)
+    named = {n: ids for n in NAMES}
+    with pytest.raises(LibtorchRunError, match="input 'input_ids' is not named INPUT__<n>") as info:
+        run_libtorch_model(package, named, NAMES, checker=checker)
+    assert info.value.returncode == 4 and "do not fit the package" in str(info.value)
+    with pytest.raises(LibtorchRunError, match="the package takes 3 inputs but 2 were given"):
+        run_libtorch_model(package, {"INPUT__0": ids, "INPUT__1": ids}, ["INPUT__0", "INPUT__1"], checker=checker)
+    gap = {"INPUT__0": ids, "INPUT__1": ids, "INPUT__3": ids}
+    with pytest.raises(LibtorchRunError, match="'INPUT__3' is out of range"):
+        run_libtorch_model(package, gap, list(gap), checker=checker)
+
+
+@needs_compiler
+def test_a_pt2_holding_another_models_package_fails(checker, cache_dir, minilm, minilm_pt2, tmp_path):
+    """Same signature, same output shape, other numbers: the comparison with eager must catch it."""
+    from exporter.pt2 import export_pt2
+
+    _, st, _ = minilm
+    repo = pt2_copy(minilm_pt2, tmp_path, "swapped")
+    package = repo / "1" / "model.pt2"
+    package.unlink()
+    example = st.tokenizer(["short", "a longer second row so the first is padded"], padding=True, return_tensors="pt")
+    export_pt2(BagOfWords(st[0].auto_model.embeddings.word_embeddings).eval(), {n: example[n] for n in NAMES},
+               512, package)  # fmt: skip
+    report = check_libtorch(repo, ["A short one.", "A much longer sentence, so that the short one gets padded."],
+                            cache_dir=cache_dir)  # fmt: skip
+    print("\n" + report.summary())
+    assert not report.ok and not report.skipped and report.format == "pt2"
+    assert report.max_abs_diff > 1e-3 and report.min_cosine < 0.99
+    assert "LibTorch differs from eager" in report.error and "FAILED" in report.summary()
+
+
+@needs_compiler
+def test_a_corrupted_pt2_is_refused_naming_the_file(checker, cache_dir, minilm_pt2, tmp_path):
+    repo = pt2_copy(minilm_pt2, tmp_path, "corrupt")
+    package = repo / "1" / "model.pt2"
+    package.unlink()
+    package.write_bytes((minilm_pt2 / "1" / "model.pt2").read_bytes()[:4096])  # a truncated download
+    report = check_libtorch(repo, ["hello"], cache_dir=cache_dir)
+    assert not report.ok and not report.skipped and report.max_abs_diff is None
+    assert "AOTInductor package cannot be loaded" in report.error and str(package) in report.error
+    assert "FAILED" in report.summary()
+    inputs = {f"INPUT__{n}": np.ones((1, 3), np.int64) for n in range(3)}
+    with pytest.raises(LibtorchRunError, match="cannot load AOTInductor package") as info:
+        run_libtorch_model(package, inputs, list(inputs), checker=checker)
+    assert info.value.returncode == 3 and info.value.where == str(package)
 
 
 @needs_compiler

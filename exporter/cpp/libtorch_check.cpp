@@ -1,10 +1,15 @@
-// libtorch_check: run a TorchScript model.pt through LibTorch alone, the way Triton's LibTorch backend does.
+// libtorch_check: run an exported model through LibTorch alone, the way Triton's pytorch backend does.
 //
-// Usage: libtorch_check MODEL_PT INPUT_FILE OUTPUT_FILE
+// Usage: libtorch_check [--pt2] MODEL INPUT_FILE OUTPUT_FILE
 //
-// It loads the module under c10::InferenceMode (the backend's default), maps the named inputs onto forward()'s
-// arguments with the backend's rules, calls forward() once per case, and writes every output as float32.
-// Built and driven by exporter/libtorch_check.py, which also writes and reads the two files.
+// Two kinds of MODEL, both run under c10::InferenceMode (the backend's default):
+// * a TorchScript model.pt (platform "pytorch_libtorch"): loaded with torch::jit::load; the named inputs are mapped
+//   onto forward()'s arguments with the backend's rules and forward() is called once per case;
+// * with --pt2, or when MODEL ends in ".pt2", an AOTInductor package model.pt2 (platform "torch_aoti"): loaded with
+//   torch::inductor::AOTIModelPackageLoader(MODEL, "model", false, 1, -1) as the backend does on CPU; every input
+//   must be named INPUT__<n> and goes to the package as its n-th input, and run() is called once per case.
+// Every output is written as float32. Built and driven by exporter/libtorch_check.py, which also writes and reads
+// the two files.
 //
 // Input file (all integers in decimal ASCII, data raw little-endian, rows in C order):
 //   "teicheck-in 1 <n_cases>\n"
@@ -13,19 +18,23 @@
 // Tensors appear in the order Triton would list them (the config.pbtxt input order).
 //
 // Output file:
-//   "teicheck-out 1 <n_cases> <matching>\n"   matching: name | index | order (how inputs met forward()'s arguments)
+//   "teicheck-out 1 <n_cases> <matching>\n"   matching: name | index | order (how inputs met the model's arguments;
+//                                              always index, by the INPUT__<n> ordinal, for a .pt2 package)
 //   per case:   "case <n_outputs>\n"
 //   per output: "<index> <original dtype> <ndim> <d0> ... <dn-1>\n" then the data as raw little-endian float32.
 //
-// Exit status: 0 ok; 2 usage or file error; 3 the module cannot be loaded; 4 the inputs do not fit forward();
-// 5 forward() failed; 6 forward() returned a type the Triton LibTorch backend refuses. The reason is on stderr.
+// Exit status: 0 ok; 2 usage or file error; 3 the module (package) cannot be loaded; 4 the inputs do not fit
+// forward() (the package); 5 forward() (the package's run()) failed; 6 forward() returned a type the Triton LibTorch
+// backend refuses. The reason is on stderr.
 
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
 
 #include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -167,6 +176,144 @@ std::vector<torch::Tensor> output_tensors(const c10::IValue& result) {
                        "dict, list or scalar");
 }
 
+// What went wrong, without the C++ backtrace c10::Error carries.
+std::string reason(const std::exception& e) {
+  const auto* error = dynamic_cast<const c10::Error*>(&e);
+  return error ? error->what_without_backtrace() : e.what();
+}
+
+// A loaded model that runs one case at a time; `how` says how the inputs met its arguments.
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual std::vector<torch::Tensor> run(const std::vector<NamedTensor>& inputs, int64_t case_no,
+                                         std::string& how) = 0;
+};
+
+// A TorchScript module: torch::jit::load, then forward() with the inputs matched as the LibTorch backend does.
+class TorchScriptModel : public Model {
+ public:
+  explicit TorchScriptModel(const std::string& path) {
+    try {
+      module_ = torch::jit::load(path);
+    } catch (const std::exception& e) {
+      throw Failure(3, "cannot load TorchScript module '" + path + "': " + e.what());
+    }
+    module_.eval();
+    arg_names_ = forward_argument_names(module_);
+  }
+
+  std::vector<torch::Tensor> run(const std::vector<NamedTensor>& inputs, int64_t case_no, std::string& how) override {
+    if (inputs.size() != arg_names_.size()) {
+      throw Failure(4, "forward() takes " + std::to_string(arg_names_.size()) + " arguments but " +
+                           std::to_string(inputs.size()) + " inputs were given; the Triton LibTorch backend " +
+                           "needs exactly one config input per forward() argument");
+    }
+    const std::vector<size_t> position = match_inputs(inputs, arg_names_, how);
+    std::vector<c10::IValue> args(inputs.size());
+    std::vector<bool> taken(inputs.size(), false);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (taken[position[i]]) {
+        throw Failure(4, "two inputs map to forward() argument " + std::to_string(position[i]) + " ('" +
+                             arg_names_[position[i]] + "')");
+      }
+      taken[position[i]] = true;
+      args[position[i]] = inputs[i].tensor;
+    }
+
+    c10::IValue result;
+    try {
+      result = module_.forward(args);
+    } catch (const std::exception& e) {
+      throw Failure(5, "forward() failed on case " + std::to_string(case_no) + ": " + e.what());
+    }
+    return output_tensors(result);
+  }
+
+ private:
+  torch::jit::Module module_;
+  std::vector<std::string> arg_names_;
+};
+
+// n of an `INPUT__<n>` name, or -1 for any other name.
+long input_ordinal(const std::string& name) {
+  static const std::string prefix = "INPUT__";
+  if (name.size() <= prefix.size() || name.size() > prefix.size() + 9 || name.compare(0, prefix.size(), prefix) != 0) {
+    return -1;
+  }
+  long n = 0;
+  for (size_t i = prefix.size(); i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return -1;
+    n = n * 10 + (name[i] - '0');
+  }
+  return n;
+}
+
+// How many tensors a serialized pytree spec (the package's call spec) flattens to: its leaves, written as
+// {"type": null, ...}; 0 when the spec has none (then the package's own check is relied on).
+size_t pytree_leaves(const std::string& spec) {
+  size_t count = 0;
+  for (size_t at = spec.find("\"type\": null"); at != std::string::npos; at = spec.find("\"type\": null", at + 1)) {
+    ++count;
+  }
+  return count;
+}
+
+// An AOTInductor package: loaded and run as Triton's torch_aoti platform does, the inputs ordered by ordinal.
+class Pt2Model : public Model {
+ public:
+  explicit Pt2Model(const std::string& path) {
+    try {
+      loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model", /*run_single_threaded=*/false,
+                                                                          /*num_runners=*/1, /*device_index=*/-1);
+      const std::vector<std::string> spec = loader_->get_call_spec();
+      n_inputs_ = spec.empty() ? 0 : pytree_leaves(spec[0]);
+    } catch (const std::exception& e) {
+      throw Failure(3, "cannot load AOTInductor package '" + path + "': " + reason(e));
+    }
+  }
+
+  std::vector<torch::Tensor> run(const std::vector<NamedTensor>& inputs, int64_t case_no, std::string& how) override {
+    if (n_inputs_ != 0 && inputs.size() != n_inputs_) {
+      throw Failure(4, "the package takes " + std::to_string(n_inputs_) + " inputs but " +
+                           std::to_string(inputs.size()) + " were given; Triton's torch_aoti platform needs " +
+                           "exactly one config input INPUT__<n> per package input");
+    }
+    std::vector<torch::Tensor> args(inputs.size());
+    std::vector<bool> taken(inputs.size(), false);
+    for (const auto& input : inputs) {
+      const long n = input_ordinal(input.name);
+      if (n < 0) {
+        throw Failure(4, "input '" + input.name + "' is not named INPUT__<n>; Triton's torch_aoti platform " +
+                             "passes the n-th package input from the config input INPUT__<n>");
+      }
+      if (static_cast<size_t>(n) >= inputs.size() || taken[static_cast<size_t>(n)]) {
+        throw Failure(4, "input '" + input.name + "' " +
+                             (static_cast<size_t>(n) >= inputs.size() ? "is out of range for "
+                                                                      : "repeats an ordinal among ") +
+                             std::to_string(inputs.size()) + " inputs; the ordinals must be 0.." +
+                             std::to_string(inputs.size() - 1) + ", each once");
+      }
+      taken[static_cast<size_t>(n)] = true;
+      args[static_cast<size_t>(n)] = input.tensor;
+    }
+    how = "index";
+    try {
+      return loader_->run(args);
+    } catch (const std::exception& e) {
+      throw Failure(5, "the package's run() failed on case " + std::to_string(case_no) + ": " + reason(e));
+    }
+  }
+
+ private:
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
+  size_t n_inputs_ = 0;
+};
+
+bool ends_with(const std::string& text, const std::string& tail) {
+  return text.size() >= tail.size() && text.compare(text.size() - tail.size(), tail.size(), tail) == 0;
+}
+
 void write_tensor(std::ostream& out, size_t index, const torch::Tensor& t) {
   const torch::Tensor f = t.detach().to(torch::kCPU).to(torch::kFloat32).contiguous();
   out << index << ' ' << c10::toString(t.scalar_type()) << ' ' << f.dim();
@@ -175,18 +322,16 @@ void write_tensor(std::ostream& out, size_t index, const torch::Tensor& t) {
   out.write(static_cast<const char*>(f.data_ptr()), static_cast<std::streamsize>(f.numel() * sizeof(float)));
 }
 
-int run(const std::string& model_path, const std::string& input_path, const std::string& output_path) {
+int run(const std::string& model_path, bool pt2, const std::string& input_path, const std::string& output_path) {
   if (!host_is_little_endian()) throw Failure(2, "this checker assumes a little-endian host");
   c10::InferenceMode guard;
 
-  torch::jit::Module module;
-  try {
-    module = torch::jit::load(model_path);
-  } catch (const std::exception& e) {
-    throw Failure(3, "cannot load TorchScript module '" + model_path + "': " + e.what());
+  std::unique_ptr<Model> model;
+  if (pt2) {
+    model = std::make_unique<Pt2Model>(model_path);
+  } else {
+    model = std::make_unique<TorchScriptModel>(model_path);
   }
-  module.eval();
-  const std::vector<std::string> arg_names = forward_argument_names(module);
 
   std::ifstream in(input_path, std::ios::binary);
   if (!in) throw Failure(2, "cannot open input file '" + input_path + "'");
@@ -209,31 +354,7 @@ int run(const std::string& model_path, const std::string& input_path, const std:
     if (word != "case" || n_tensors < 0) throw Failure(2, "bad case header: '" + case_header.str() + "'");
     std::vector<NamedTensor> inputs;
     for (int64_t i = 0; i < n_tensors; ++i) inputs.push_back(read_tensor(in));
-
-    if (inputs.size() != arg_names.size()) {
-      throw Failure(4, "forward() takes " + std::to_string(arg_names.size()) + " arguments but " +
-                           std::to_string(inputs.size()) + " inputs were given; the Triton LibTorch backend " +
-                           "needs exactly one config input per forward() argument");
-    }
-    const std::vector<size_t> position = match_inputs(inputs, arg_names, matching);
-    std::vector<c10::IValue> args(inputs.size());
-    std::vector<bool> taken(inputs.size(), false);
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      if (taken[position[i]]) {
-        throw Failure(4, "two inputs map to forward() argument " + std::to_string(position[i]) + " ('" +
-                             arg_names[position[i]] + "')");
-      }
-      taken[position[i]] = true;
-      args[position[i]] = inputs[i].tensor;
-    }
-
-    c10::IValue result;
-    try {
-      result = module.forward(args);
-    } catch (const std::exception& e) {
-      throw Failure(5, "forward() failed on case " + std::to_string(c) + ": " + e.what());
-    }
-    results.push_back(output_tensors(result));
+    results.push_back(model->run(inputs, c, matching));
   }
 
   std::ofstream out(output_path, std::ios::binary | std::ios::trunc);
@@ -251,12 +372,14 @@ int run(const std::string& model_path, const std::string& input_path, const std:
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::cerr << "usage: " << argv[0] << " MODEL_PT INPUT_FILE OUTPUT_FILE\n";
+  const bool pt2_flag = argc == 5 && std::string(argv[1]) == "--pt2";
+  if (argc != 4 && !pt2_flag) {
+    std::cerr << "usage: " << argv[0] << " [--pt2] MODEL INPUT_FILE OUTPUT_FILE\n";
     return 2;
   }
+  char** args = argv + (pt2_flag ? 2 : 1);
   try {
-    return run(argv[1], argv[2], argv[3]);
+    return run(args[0], pt2_flag || ends_with(args[0], ".pt2"), args[1], args[2]);
   } catch (const Failure& f) {
     std::cerr << "libtorch_check: " << f.what() << '\n';
     return f.code;
