@@ -554,9 +554,12 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     repo = Path(options.repository)
     target = exported_models(repo, [options.model])[0]
     meta = target.metadata
-    if meta.dtype != "float32":
-        raise TeiExportError(f"bench compares against a float32 export, and {options.model} is {meta.dtype}",
-                             fix="pass --model with the name of a float32 export", where=str(target.model_dir))
+    if meta.dtype != "float32" or meta.format != "torchscript":
+        raise TeiExportError(f"bench compares against a float32 TorchScript export, and {options.model} is "
+                             f"{meta.dtype} {meta.format}",
+                             fix="pass --model with the name of a float32 TorchScript export (a pt2 or bf16 export of "
+                                 "the same source in the repository is measured beside it)",
+                             where=str(target.model_dir))
     torch.set_num_threads(options.threads)
     _say(progress, f"measuring the machine's fp32 matmul limit on {options.threads} threads")
     machine = machine_info(options.threads, options.quick)

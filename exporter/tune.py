@@ -181,6 +181,11 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
     say = progress or (lambda _m: None)
     target = exported_models(Path(options.repository), [options.model])[0]
     meta = target.metadata
+    if meta.format != "torchscript":
+        raise TeiExportError(f"{options.model} is a {meta.format} export, served with max_batch_size 0 and no dynamic "
+                             "batching, so there is no queue delay to tune",
+                             fix="tune a TorchScript export; set a pt2 model's instance count and threads by hand",
+                             where=str(target.model_dir))
     tokenizer = load_tokenizer(target.version_dir, meta.tokenizer_dir)
     texts = build_workloads(tokenizer, meta.max_seq_len,
                             BenchOptions(Path(options.repository), options.model, workloads=("short",),

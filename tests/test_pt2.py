@@ -163,3 +163,15 @@ def test_unknown_format_and_gpu_kind_mismatch_exit_nonzero(tmp_path, minilm):
                                     "--kind", "cpu"])
     assert res.exit_code == 1 and "KIND_CPU" in res.output and "--kind gpu" in res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_bench_and_tune_refuse_a_pt2_model_clearly(minilm_pt2_export):
+    from exporter.bench import BenchOptions, run_bench
+    from exporter.errors import TeiExportError
+    from exporter.tune import TuneOptions, run_tune
+
+    repo, name = minilm_pt2_export.target.repo, minilm_pt2_export.target.name
+    with pytest.raises(TeiExportError, match="float32 TorchScript export, and minilm_pt2 is float32 pt2"):
+        run_bench(BenchOptions.quick_options(repo, name))
+    with pytest.raises(TeiExportError, match="no queue delay to tune"):
+        run_tune(TuneOptions(repo, name))
