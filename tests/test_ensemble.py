@@ -149,6 +149,18 @@ def test_raw_http_json(server, st_model):
     assert np.abs(np.array(out["data"]) - st_model.encode(["hello world"])[0]).max() <= 1e-5
 
 
+def test_empty_string_gets_the_embedding_encode_gives_it(server, st_model):
+    """An empty text is defined, not an error: [CLS] [SEP], exactly as SentenceTransformer.encode("") sees it."""
+    body = {"inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES", "data": ["", "not empty"]}]}
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{NAME}_text/infer",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        out = json.loads(response.read())["outputs"][0]
+    got = np.array(out["data"]).reshape(out["shape"])
+    want = st_model.encode(["", "not empty"])
+    assert np.abs(got - want).max() <= 1e-5 and np.linalg.norm(got[0]) > 0.99
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_verify_adds_text_check(server, exported, protocol):
     from exporter.verify import Run, verify_repository
