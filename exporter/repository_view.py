@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ConfigError
 from .pt2 import PT2_FILENAME, PT2_MIN_TRITON, PT2_PLATFORM
 from .repository import models
 from .triton_config import read_config
@@ -52,13 +53,21 @@ def legacy_config_text(path: Path) -> str:
         text_format.MessageToString(config)
 
 
+def _platform(path: Path) -> str:
+    """The config's platform; "" when it does not parse, which is Triton's to report in its own words."""
+    try:
+        return read_config(path).platform
+    except ConfigError:
+        return ""
+
+
 def present_repository(repo: Path, compat_backend: bool) -> RepositoryView:
     """``repo`` itself unless the compatibility backend is in use and ``repo`` holds torch_aoti models; then a
     temporary view (call :meth:`RepositoryView.remove` when the server is gone)."""
     repo = Path(repo).absolute()
     if not compat_backend:
         return RepositoryView(repo)
-    aoti = [m for m in models(repo) if read_config(m / "config.pbtxt").platform == PT2_PLATFORM]
+    aoti = [m for m in models(repo) if _platform(m / "config.pbtxt") == PT2_PLATFORM]
     if not aoti:
         return RepositoryView(repo)
     root = Path(tempfile.mkdtemp(prefix="tei-export-view-"))

@@ -9,31 +9,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import _triton_fixtures as fx
 from exporter.cli import main
 from exporter.errors import ServerError, UnsupportedModelError
 from exporter.export import ExportOptions, export_model
 from exporter.pt2 import PT2_FILENAME, load_pt2
 from exporter.repository_view import legacy_config_text, present_repository
-from exporter.server import TritonServer, find_tritonserver
+from exporter.server import TritonServer
 from exporter.tokens import encode_batch, feature_names, load_tokenizer
 from exporter.triton_config import read_config
 from exporter.verify import verify_repository
 
 TEXTS = ["Ahead-of-time compiled embeddings.", "A", "A longer sentence, so that this batch needs some padding."]
-
-
-@pytest.fixture(scope="module")
-def binary():
-    try:
-        return find_tritonserver()
-    except ServerError as err:  # pragma: no cover - the dev/CI environment has nvidia-pytriton
-        pytest.skip(f"no tritonserver here: {err}")
-
-
-@pytest.fixture(scope="module")
-def st_model(minilm):
-    return fx.load_sentence_transformer(minilm)
 
 
 def test_config_as_torch_aoti_wants_it(minilm_pt2_export):
@@ -175,3 +161,17 @@ def test_bench_and_tune_refuse_a_pt2_model_clearly(minilm_pt2_export):
         run_bench(BenchOptions.quick_options(repo, name))
     with pytest.raises(TeiExportError, match="no queue delay to tune"):
         run_tune(TuneOptions(repo, name))
+
+
+def test_view_leaves_unparseable_configs_to_triton(minilm_pt2_export, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(minilm_pt2_export.target.model_dir, repo / "aoti", symlinks=True)
+    (repo / "garbage").mkdir()
+    (repo / "garbage" / "config.pbtxt").write_text("max_batch_size: oops\n")
+    view = present_repository(repo, compat_backend=True)
+    try:
+        assert view.presented == ("aoti",)
+        assert (view.root / "garbage").resolve() == (repo / "garbage").resolve()  # linked as it is
+    finally:
+        view.remove()
+    assert not view.root.exists()
