@@ -51,10 +51,6 @@ class ExportOptions:
     max_batch_size: int = 64
     instances: int = 1
     kind: str | None = None  # instance_group kind: "cpu" or "gpu"; default follows --device
-
-    @property
-    def instance_kind(self) -> str:
-        return self.kind or ("gpu" if self.device.startswith("cuda") else "cpu")
     max_queue_delay_us: int = 100
     preferred_batch_sizes: tuple[int, ...] = ()
     intra_op_threads: int | None = None
@@ -66,6 +62,10 @@ class ExportOptions:
     with_tokenizer: bool = False
     buckets: tuple[int, ...] = ()
 
+    @property
+    def instance_kind(self) -> str:
+        return self.kind or ("gpu" if self.device.startswith("cuda") else "cpu")
+
     def validate(self) -> None:
         if self.format not in FORMATS:
             raise UnsupportedModelError(f"unknown format '{self.format}'", fix=f"use one of {', '.join(FORMATS)}",
@@ -74,7 +74,8 @@ class ExportOptions:
             raise UnsupportedModelError(
                 "--with-tokenizer needs a model that Triton batches across requests, and a torch_aoti model is "
                 "served with max_batch_size 0 (its backend cannot split merged requests back yet)",
-                fix="export the text pipeline with --format torchscript, or drop --with-tokenizer", where="--format pt2")
+                fix="export the text pipeline with --format torchscript, or drop --with-tokenizer",
+                where="--format pt2")
         if self.device.startswith("cuda") and self.instance_kind != "gpu":
             raise UnsupportedModelError("--device cuda traces on the GPU, but the instance group says KIND_CPU",
                                         fix="add --kind gpu (a model traced on CUDA runs on a GPU instance)",
@@ -162,7 +163,8 @@ def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonMo
         platform=PT2_PLATFORM if pt2 else "pytorch_libtorch",
         backend="pytorch" if pt2 else None,
         default_model_filename=PT2_FILENAME if pt2 else None,
-        instance_group=(InstanceGroup(options.instances, "KIND_GPU" if options.instance_kind == "gpu" else "KIND_CPU"),),
+        instance_group=(InstanceGroup(options.instances,
+                                      "KIND_GPU" if options.instance_kind == "gpu" else "KIND_CPU"),),
         dynamic_batching=None if pt2 else DynamicBatching(options.max_queue_delay_us,
                                                           tuple(options.preferred_batch_sizes)),
         parameters=parameters,

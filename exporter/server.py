@@ -275,7 +275,7 @@ def _python_stub(binary: TritonBinary) -> tuple[Path, tuple[str, ...]]:
     raise ServerError(
         f"no Python backend stub for Python {version} (looked in "
         f"{', '.join(str(c / version) for c in candidates) or 'no stub folders'} and {own})",
-        fix=f"pip install nvidia-pytriton (ships stubs for Python 3.8-3.13) or run tei-export under the Python "
+        fix="pip install nvidia-pytriton (ships stubs for Python 3.8-3.13) or run tei-export under the Python "
         "version the server's stub was built for",
     )
 

@@ -6,7 +6,6 @@ Nothing here loads weights: this is cheap, and every problem it finds is reporte
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -37,3 +37,23 @@ def minilm_pt2_export(tmp_path_factory):
 
     repo = tmp_path_factory.mktemp("repo_minilm_pt2")
     return export_model(minilm_path(), ExportOptions(out=repo, name="minilm_pt2", format="pt2", max_batch_size=16))
+
+
+@pytest.fixture(scope="session")
+def binary():
+    """The tritonserver the tests run (nvidia-pytriton's in CI and here)."""
+    from exporter.errors import ServerError
+    from exporter.server import find_tritonserver
+
+    try:
+        return find_tritonserver()
+    except ServerError as err:  # pragma: no cover - the dev/CI environment has nvidia-pytriton
+        pytest.skip(f"no tritonserver here: {err}")
+
+
+@pytest.fixture(scope="session")
+def st_model():
+    """The eager reference: SentenceTransformer on the real all-MiniLM-L6-v2 weights, on the CPU."""
+    import _triton_fixtures as fx
+
+    return fx.load_sentence_transformer(minilm_path())

@@ -12,7 +12,6 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import _triton_fixtures as fx  # noqa: E402
 from exporter.corpus import build_corpus  # noqa: E402
 from exporter.errors import ServerError  # noqa: E402
 from exporter.export import ExportOptions, export_model  # noqa: E402
@@ -46,11 +45,6 @@ def server(exported, tmp_path_factory):
     srv.start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def st_model(minilm):
-    return fx.load_sentence_transformer(minilm)
 
 
 @pytest.fixture(scope="module")

@@ -32,19 +32,6 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 # fixtures
 # --------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def binary():
-    try:
-        return find_tritonserver()
-    except ServerError as err:  # pragma: no cover - the dev/CI environment has nvidia-pytriton
-        pytest.skip(f"no tritonserver here: {err}")
-
-
-@pytest.fixture(scope="module")
-def st_model(minilm):
-    return fx.load_sentence_transformer(minilm)
-
-
-@pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("backend-cache")
 

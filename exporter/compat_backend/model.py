@@ -333,9 +333,9 @@ class TritonPythonModel:
         """AOTInductor's package loader (what the C++ pt2 path uses) and the package's flattened input count."""
         import torch.utils._pytree as pytree
 
-        index = self.device.index if self.device.type == "cuda" else -1
+        index = self.device.index if self.device.type == "cuda" else -1  # _pick_device gives cuda:<n>
         try:
-            module = torch._inductor.aoti_load_package(path, device_index=-1 if index is None else index)
+            module = torch._inductor.aoti_load_package(path, device_index=index)
             in_spec = pytree.treespec_loads(module.loader.get_call_spec()[0])
         except Exception as err:
             raise CompatBackendError(f"failed to load the AOTInductor package '{path}': {err}") from err
