@@ -8,7 +8,9 @@ Modes, side by side:
   ONNX Runtime on an ONNX export of the same wrapper;
 * served (concurrency sweep, one text per request): the real tritonserver over gRPC and HTTP with token inputs
   (tokenized client-side, padded to length buckets so the dynamic batcher can merge), and over gRPC through the
-  text ensemble ``<name>_text`` when the repository has one; infinity-emb when importable.
+  text ensemble ``<name>_text`` when the repository has one; and a peer server, infinity-emb
+  (``infinity_emb v2 --engine torch --device cpu`` on 127.0.0.1, its OpenAI-style ``POST /embeddings``), started and
+  stopped here when its executable is found (``--infinity``, ``$TEI_EXPORT_INFINITY``, or on PATH).
 
 Every mode's embeddings are compared with ``SentenceTransformer.encode`` on the workload's texts (an untimed
 first pass that doubles as warm-up); the timed part is bounded by a call count and by time. Figures: seq/s,
@@ -19,13 +21,13 @@ same threads (the machine's own limit). Nothing here asserts anything about time
 from __future__ import annotations
 
 import copy
-import importlib.util
 import itertools
 import json
 import os
 import platform
 import random
 import re
+import signal
 import tempfile
 import threading
 import time
@@ -47,7 +49,7 @@ EAGER, TS_FP32, TS_BF16, ORT_FP32 = "eager", "torchscript_fp32", "torchscript_bf
 PT2_FP32 = "pt2_fp32"
 GRPC, HTTP, TEXT_GRPC, INFINITY = "triton_grpc", "triton_http", "triton_text_grpc", "infinity_emb"
 IN_PROCESS_MODES = (EAGER, TS_FP32, TS_BF16, PT2_FP32, ORT_FP32)
-SERVER_MODES = (GRPC, HTTP, TEXT_GRPC)
+SERVER_MODES = (GRPC, HTTP, TEXT_GRPC)  # Triton's; INFINITY is served too, by a peer server
 WORKLOADS = ("short", "mixed", "long")
 SHORT_MAX_TOKENS = 20
 
@@ -70,6 +72,7 @@ class BenchOptions:
     pt2: bool = True
     onnx: bool = True
     server: bool = True
+    infinity: str | None = None  # infinity_emb executable; None: $TEI_EXPORT_INFINITY or PATH; "": leave it out
     quick: bool = False
     command: str = ""
 
@@ -358,16 +361,24 @@ def _measure_in_process(fn, chunks: list[_Chunk], expected: np.ndarray, toleranc
 # ---------------------------------------------------------------------------------------------------------------
 # Served modes: our own load generator (threads, one client each, bounded by requests and time)
 # ---------------------------------------------------------------------------------------------------------------
+def _client(url, protocol):
+    """A client with ``infer(model, request, [output])``, ``statistics(model)`` and ``close()``: Triton's (grpc,
+    http) or infinity-emb's (:data:`OPENAI`)."""
+    if protocol == OPENAI:
+        return InfinityClient(url)
+    from .triton_client import TritonClient
+
+    return TritonClient(url, protocol)
+
+
 def _send_all(url, protocol, model, requests, output, concurrency) -> np.ndarray:
     from concurrent.futures import ThreadPoolExecutor
-
-    from .triton_client import TritonClient
 
     local, clients, lock = threading.local(), [], threading.Lock()
 
     def one(req):
         if not hasattr(local, "c"):
-            local.c = TritonClient(url, protocol)
+            local.c = _client(url, protocol)
             with lock:
                 clients.append(local.c)
         return np.asarray(local.c.infer(model, req, [output])[output], dtype=np.float32).reshape(1, -1)
@@ -382,10 +393,8 @@ def _send_all(url, protocol, model, requests, output, concurrency) -> np.ndarray
 
 def _load(url, protocol, model, requests, costs, output, concurrency, options: BenchOptions):
     """Timed load: ``concurrency`` threads send requests round-robin until max_calls are sent or time is up."""
-    from .triton_client import TritonClient
-
     workers = max(1, min(concurrency, options.max_calls))
-    clients = [TritonClient(url, protocol) for _ in range(workers)]
+    clients = [_client(url, protocol) for _ in range(workers)]
     counter, latencies, done, errors = itertools.count(), [], [], []
     gate = threading.Barrier(workers + 1)
     state = {}
@@ -424,16 +433,14 @@ def _served_cell(cell: Cell, url, protocol, model, requests, costs, output, expe
     try:
         got = _send_all(url, protocol, model, requests, output, cell.concurrency)
         cell.parity = _parity(expected, got, tolerance)
-        from .triton_client import TritonClient
-
-        with TritonClient(url, protocol) as admin:
+        with _client(url, protocol) as admin:
             before = admin.statistics(model)
             cpu_before = time.process_time()
             latencies, done, elapsed, errors = _load(url, protocol, model, requests, costs, output,
                                                      cell.concurrency, options)
             cell.client_cpu_cores = (time.process_time() - cpu_before) / elapsed
             after = admin.statistics(model)
-        executions = after[1] - before[1]
+        executions = after[1] - before[1] if before and after else 0  # infinity-emb reports no batch counts
         cell.server_avg_batch = (after[0] - before[0]) / executions if executions > 0 else None
     except Exception as err:
         cell.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
@@ -455,6 +462,234 @@ def _text_request(served, text: str) -> dict[str, np.ndarray]:
     first = served.inputs[0]
     shape = ((1,) if served.max_batch_size > 0 else ()) + tuple(1 for _ in first.dims or (1,))
     return {first.name: np.array([text.encode("utf-8")], dtype=np.object_).reshape(shape)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# infinity-emb: a peer embedding server (its own venv), started and stopped here
+# ---------------------------------------------------------------------------------------------------------------
+OPENAI = "openai"  # the "protocol" of infinity-emb's cells: POST /embeddings, OpenAI-style
+INFINITY_ENV = "TEI_EXPORT_INFINITY"
+# torch pinned first, as scripts/env.sh does: unpinned, pip would pull a multi-GB CUDA build
+INFINITY_INSTALL = ("install it in a venv of its own (its pins differ from this project's): python -m venv /opt/inf && "
+                    f"/opt/inf/bin/pip install torch=={torch.__version__.split('+')[0]} && /opt/inf/bin/pip install "
+                    "'infinity-emb[server,torch]'; then pass --infinity /opt/inf/bin/infinity_emb or set "
+                    f"{INFINITY_ENV}")
+
+
+def find_infinity(path: str | None) -> tuple[Path | None, str]:
+    """The ``infinity_emb`` executable: ``path``, else ``$TEI_EXPORT_INFINITY``, else next to this Python, else on
+    PATH. Returns (executable, "") or (None, the mode status saying why not)."""
+    import shutil
+
+    from .server import python_bin_dir
+
+    if path == "":
+        return None, "not measured: --no-infinity"
+    given = path or os.environ.get(INFINITY_ENV)
+    if given:
+        where = "--infinity" if path else f"${INFINITY_ENV}"
+        found = shutil.which(given)
+        return (Path(found), "") if found else (None, f"error: {where} {given} is not an executable file")
+    found = shutil.which("infinity_emb", path=os.pathsep.join([str(python_bin_dir()), os.environ.get("PATH", "")]))
+    return (Path(found), "") if found else (None, f"not measured: not installed ({INFINITY_INSTALL})")
+
+
+class InfinityClient:
+    """One keep-alive HTTP connection to infinity-emb's ``POST /embeddings``; texts in, float32 vectors out
+    (``encoding_format: base64``, the raw float32 bytes, as OpenAI's own client asks for them)."""
+
+    def __init__(self, url: str, timeout: float = 120.0):
+        import http.client
+
+        host, port = url.rsplit(":", 1)
+        self._conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+
+    def get(self, path: str) -> dict:
+        return self._call("GET", path, None)
+
+    def infer(self, model: str, text: str, outputs) -> dict[str, np.ndarray]:
+        import base64
+
+        body = {"model": model, "input": [text], "encoding_format": "base64"}
+        item = self._call("POST", "/embeddings", body)["data"][0]["embedding"]
+        return {outputs[0]: np.frombuffer(base64.b64decode(item), dtype=np.float32)}
+
+    def statistics(self, model: str) -> None:
+        return None  # no per-execution batch counts on infinity-emb's side
+
+    def _call(self, method: str, path: str, body: dict | None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        self._conn.request(method, path, data, {"Content-Type": "application/json"} if data else {})
+        response = self._conn.getresponse()
+        text = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"infinity-emb {method} {path}: HTTP {response.status}: {text[:200]!r}")
+        return json.loads(text)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "InfinityClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class InfinityServer:
+    """``infinity_emb v2 --engine torch --device cpu`` serving ``model_dir`` on 127.0.0.1 (a free port), offline, in
+    a process group of its own; :meth:`stop` signals that group (SIGTERM, then SIGKILL after ``stop_timeout``)."""
+
+    def __init__(self, executable: Path, model_dir: Path, name: str, batch_size: int, threads: int,
+                 startup_timeout: float = 180.0, stop_timeout: float = 15.0):
+        self.executable, self.model_dir, self.name = Path(executable), Path(model_dir), name
+        self.batch_size, self.threads = batch_size, threads
+        self.startup_timeout, self.stop_timeout = startup_timeout, stop_timeout
+        self.url = self.version = ""
+        self.pgid: int | None = None
+        self.log_path: Path | None = None
+        self.command: list[str] = []
+        self._proc = None
+
+    def start(self) -> "InfinityServer":
+        import subprocess
+
+        from .server import free_port
+
+        port = free_port("127.0.0.1")
+        self.url = f"127.0.0.1:{port}"
+        # float32, no torch.compile, no BetterTransformer, no vector cache: the same computation as the other modes;
+        # warnings only (no access-log line per request)
+        self.command = [str(self.executable), "v2", "--model-id", str(self.model_dir), "--served-model-name",
+                        self.name, "--engine", "torch", "--device", "cpu", "--dtype", "float32", "--no-compile",
+                        "--no-bettertransformer", "--no-vector-disk-cache", "--batch-size", str(self.batch_size),
+                        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("INFINITY_") and k not in ("PYTHONPATH", "PYTHONHOME")}
+        env.update(HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", INFINITY_ANONYMOUS_USAGE_STATS="0",
+                   OMP_NUM_THREADS=str(self.threads))
+        fd, name = tempfile.mkstemp(prefix="infinity-emb-", suffix=".log")
+        self.log_path = Path(name)
+        with os.fdopen(fd, "wb") as log:
+            log.write(("$ " + " ".join(self.command) + "\n").encode())
+            log.flush()
+            self._proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        self.pgid = self._proc.pid  # start_new_session: it leads its own group
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        from .errors import ServerError
+
+        deadline = time.monotonic() + self.startup_timeout
+        while True:  # /health answers once uvicorn listens, which is after the model is loaded and warmed up
+            code = self._proc.poll()
+            if code is not None:
+                raise ServerError(f"infinity-emb exited with code {code} during startup: {self.log_tail()}",
+                                  fix=f"read its log at {self.log_path}", where=str(self.executable))
+            models = None
+            try:
+                with InfinityClient(self.url, timeout=5.0) as client:
+                    client.get("/health")
+                    models = [m.get("id") for m in client.get("/models").get("data", [])]
+                    self.version = client.get("/openapi.json").get("info", {}).get("version", "?")
+            except Exception:  # not listening yet (connection refused), or not answering yet
+                pass
+            if models is not None:
+                if self.name not in models:
+                    raise ServerError(f"infinity-emb serves {models}, not {self.name}", where=str(self.executable))
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"infinity-emb did not answer on {self.url} within {self.startup_timeout:.0f} s: "
+                                  f"{self.log_tail()}", fix=f"read its log at {self.log_path}",
+                                  where=str(self.executable))
+            time.sleep(0.25)
+
+    def log_tail(self) -> str:
+        """The log's error lines (the exception, not its traceback frames), else its last lines."""
+        from .server import _error_lines, _last_lines
+
+        text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path else ""
+        return _error_lines(text, 3) or _last_lines(text, 8)
+
+    def stop(self) -> None:
+        import subprocess
+
+        from .server import _group_alive, _signal_group
+
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _signal_group(self.pgid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.pgid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        deadline = time.monotonic() + 5.0
+        while _group_alive(self.pgid) and time.monotonic() < deadline:  # anything it started, same group
+            time.sleep(0.05)
+        if _group_alive(self.pgid):
+            _signal_group(self.pgid, signal.SIGKILL)
+
+    def __enter__(self) -> "InfinityServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _measure_infinity(report, options, target, tokenizer, workloads, expected, flop, peak, progress) -> None:
+    """infinity-emb on the eager reference's model folder: the concurrency sweep of Triton's cells, same texts,
+    same bounded load generator, one text per request, parity against the same rows."""
+    from .errors import ServerError
+    from .triton_config import parse_pbtxt
+
+    meta = target.metadata
+
+    executable, why = find_infinity(options.infinity)
+    if executable is None:
+        report.modes.append(ModeInfo(INFINITY, why))
+        return
+    model_dir = Path(meta.source_path)
+    if not model_dir.is_dir():
+        report.modes.append(ModeInfo(INFINITY, f"not measured: the export's source folder {model_dir} is not on disk"))
+        return
+    batch_size = max(1, parse_pbtxt((target.model_dir / "config.pbtxt").read_text()).max_batch_size)
+    server = InfinityServer(executable, model_dir, options.model, batch_size, options.threads)
+    _say(progress, f"starting infinity-emb ({executable}) on {model_dir}")
+    try:
+        server.start()
+    except (ServerError, OSError) as err:
+        report.modes.append(ModeInfo(INFINITY, f"error: {str(err).splitlines()[0][:600]}"))
+        return
+    try:
+        report.modes.append(ModeInfo(INFINITY, "measured", (
+            f"infinity-emb {server.version} ({executable}): --engine torch --device cpu --dtype float32 "
+            f"--batch-size {server.batch_size} (the export's max_batch_size), OMP_NUM_THREADS={options.threads}; "
+            f"texts in (tokenized on the server), one per request, POST /embeddings over HTTP keep-alive")))
+        tol = tolerance_for(meta.dtype, meta.device)
+        total, k = len(workloads) * len(options.concurrencies), 0
+        for workload, texts in workloads.items():
+            tokens = [int(encode_batch(tokenizer, [t], meta.max_seq_len, meta.input_names)["attention_mask"].sum())
+                      for t in texts]
+            costs = [(n, n) for n in tokens]  # real tokens; the server's own padding is not seen from here
+            for concurrency in options.concurrencies:
+                k += 1
+                cell = Cell(INFINITY, workload, 1, concurrency)
+                _served_cell(cell, server.url, OPENAI, options.model, texts, costs, "embedding", expected[workload],
+                             tol, flop, peak, options)
+                report.cells.append(cell)
+                _say(progress, _cell_line(k, total, cell))
+    finally:
+        _say(progress, f"stopping infinity-emb (process group {server.pgid})")
+        server.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -538,6 +773,12 @@ def _targets(report: BenchReport) -> list[dict]:
     v = bf16.seq_per_s / ort16.seq_per_s if bf16 and ort16 else None
     out.append(target("TorchScript bf16 / ONNX Runtime fp32, batch 16 single sentences (seq/s)", ">= 1.5", v,
                       lambda x: x >= 1.5))
+    pairs = [(report.cell(GRPC, "short", concurrency=c), report.cell(INFINITY, "short", concurrency=c))
+             for c in report.options.get("concurrencies", ())]
+    ratios = [grpc.seq_per_s / inf.seq_per_s for grpc, inf in pairs if grpc and inf and inf.seq_per_s]
+    out.append(target("Triton served throughput ahead of infinity-emb at every concurrency: min over concurrencies "
+                      "of Triton gRPC / infinity-emb, single sentences (seq/s)", "> 1",
+                      min(ratios) if ratios else None, lambda x: x > 1))
     return out
 
 
@@ -659,10 +900,7 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     else:
         for mode in SERVER_MODES:
             report.modes.append(ModeInfo(mode, "not measured: --no-server"))
-    if importlib.util.find_spec("infinity_emb") is None:
-        report.modes.append(ModeInfo(INFINITY, "not measured: not installed"))
-    else:
-        report.modes.append(ModeInfo(INFINITY, "not measured: installed, but no runner is written for it yet"))
+    _measure_infinity(report, options, target, tokenizer, workloads, expected, flop, peak, progress)
 
     for m in report.modes:
         cells = [c for c in report.cells if c.mode == m.mode and c.error is None]
@@ -776,7 +1014,7 @@ def plot(report: BenchReport, path: Path) -> Path:
 
     workloads = list(report.workloads)
     fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.8), squeeze=False)
-    modes = [m for m in (*IN_PROCESS_MODES, *SERVER_MODES) if any(c.mode == m for c in report.cells)]
+    modes = [m for m in (*IN_PROCESS_MODES, *SERVER_MODES, INFINITY) if any(c.mode == m for c in report.cells)]
     for ax, workload in zip(axes[0], workloads):
         for mode in modes:
             cells = [c for c in report.cells if c.mode == mode and c.workload == workload and c.error is None]

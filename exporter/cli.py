@@ -208,9 +208,13 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
 @click.option("--no-pt2", is_flag=True, help="Leave the AOTInductor model.pt2 out (compiling one takes ~30 s).")
 @click.option("--no-onnx", is_flag=True, help="Leave ONNX Runtime out.")
 @click.option("--no-server", is_flag=True, help="Leave the Triton modes out.")
+@click.option("--infinity", "infinity", type=click.Path(dir_okay=False),
+              help="The infinity_emb executable (its own venv) for the peer-server mode (default: "
+                   "$TEI_EXPORT_INFINITY, else infinity_emb on PATH; not measured when none is found).")
+@click.option("--no-infinity", is_flag=True, help="Leave infinity-emb out even when it is found.")
 @_friendly_errors
 def bench(repository, model, out, threads, quick, workloads, max_seconds, max_calls, buckets, no_bf16, no_pt2,
-          no_onnx, no_server):
+          no_onnx, no_server, infinity, no_infinity):
     """Measure MODEL of REPOSITORY in every mode side by side (eager, TorchScript, pt2, ONNX Runtime, Triton)."""
     import os
 
@@ -221,7 +225,7 @@ def bench(repository, model, out, threads, quick, workloads, max_seconds, max_ca
                                        max_calls=max_calls, buckets=tuple(buckets) or None).items()
                  if v is not None}
     overrides.update(bf16=not no_bf16, pt2=not no_pt2, onnx=not no_onnx, server=not no_server,
-                     command="tei-export " + " ".join(sys.argv[1:]))
+                     infinity="" if no_infinity else infinity, command="tei-export " + " ".join(sys.argv[1:]))
     options = (BenchOptions.quick_options(repository, model, **overrides) if quick
                else BenchOptions(repository, model, **{"threads": os.cpu_count() or 1, **overrides}))
     report = run_bench(options, progress=_progress_printer(True))

@@ -6,13 +6,15 @@ Nothing here asserts anything about time (two shared cores make timings noise; b
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
 
-from exporter.bench import (IN_PROCESS_MODES, INFINITY, PT2_FP32, SERVER_MODES, TS_BF16, WORKLOADS, BenchOptions,
-                            FlopModel, run_bench)
+from exporter.bench import (INFINITY_ENV, IN_PROCESS_MODES, INFINITY, PT2_FP32, SERVER_MODES, TS_BF16, WORKLOADS,
+                            BenchOptions, FlopModel, find_infinity, run_bench)
 from exporter.cli import main
+from exporter.server import _group_alive
 
 CELL_KEYS = {"mode", "workload", "batch", "concurrency", "calls", "seqs", "seconds", "seq_per_s", "tokens_per_s",
              "p50_ms", "p95_ms", "p99_ms", "model_gflop_per_s", "fraction_of_matmul_peak",
@@ -44,7 +46,18 @@ def test_results_shape(quick_run):
     # The text ensemble is measured when the repository has one, and says why not otherwise.
     assert modes["triton_text_grpc"]["status"] == "measured" or \
         modes["triton_text_grpc"]["status"].startswith(("not measured", "error"))
-    assert modes[INFINITY]["status"].startswith("not measured")
+    # infinity-emb (a peer server from its own venv) is measured when its executable is found, and says why not
+    # otherwise (CI has none); the target that compares it with Triton is n/a then.
+    infinity_target = next(t for t in data["targets"] if "ahead of infinity-emb" in t["name"])
+    if modes[INFINITY]["status"] == "measured":
+        cells = [c for c in data["results"] if c["mode"] == INFINITY]
+        assert {(c["workload"], c["concurrency"]) for c in cells} == \
+            {(w, c) for w in WORKLOADS for c in report.options["concurrencies"]}
+        assert all(c["server_avg_batch"] is None for c in cells)
+        assert infinity_target["value"] is not None
+    else:
+        assert modes[INFINITY]["status"].startswith("not measured: not installed"), modes[INFINITY]
+        assert infinity_target["value"] is None and infinity_target["met"] is None
     # the session repository has no pt2 export of MiniLM: bench compiled one with trace's recipe
     assert modes[PT2_FP32]["detail"].startswith("no pt2 export in the repository: compiled here")
     for cell in data["results"]:
@@ -89,8 +102,65 @@ def test_flop_model_counts_matmuls_and_attention():
 def test_cli_bench_is_a_thin_layer():
     result = CliRunner().invoke(main, ["bench", "--help"])
     assert result.exit_code == 0
-    for option in ("--model", "--quick", "--out", "--threads", "--no-server", "--max-seconds", "--max-calls"):
+    for option in ("--model", "--quick", "--out", "--threads", "--no-server", "--max-seconds", "--max-calls",
+                   "--infinity", "--no-infinity"):
         assert option in result.output
+
+
+# --- infinity-emb: the peer server, run for real from its own venv when one is there ----------------------------
+needs_infinity = pytest.mark.skipif(
+    find_infinity(None)[0] is None,
+    reason=f"no infinity_emb executable (set {INFINITY_ENV} to one installed in its own venv: "
+           "pip install 'infinity-emb[server,torch]'); CI has none")
+
+
+def test_find_infinity_says_why_not(monkeypatch, tmp_path):
+    assert find_infinity("") == (None, "not measured: --no-infinity")
+    executable, why = find_infinity(str(tmp_path / "missing" / "infinity_emb"))
+    assert executable is None and why.startswith("error: --infinity ") and "not an executable" in why
+    monkeypatch.setenv(INFINITY_ENV, str(tmp_path / "nope"))
+    executable, why = find_infinity(None)
+    assert executable is None and why.startswith(f"error: ${INFINITY_ENV} ")
+    monkeypatch.delenv(INFINITY_ENV)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    executable, why = find_infinity(None)
+    if executable is None:  # unless it sits next to this Python
+        assert why.startswith("not measured: not installed (") and "infinity-emb[server,torch]" in why
+
+
+@needs_infinity
+def test_infinity_runner_for_real(minilm_export):
+    """The real infinity-emb server on the export's source folder: every workload at every concurrency, each cell's
+    embeddings equal to sentence-transformers', and its process group gone once the run is over."""
+    repo = minilm_export.target.model_dir.parent
+    lines: list[str] = []
+    options = BenchOptions.quick_options(repo, minilm_export.target.name, server=False, bf16=False, pt2=False,
+                                         onnx=False)
+    report = run_bench(options, progress=lines.append)
+    mode = report.mode(INFINITY)
+    assert mode.status == "measured", mode
+    assert mode.detail.startswith("infinity-emb 0.") and "--engine torch --device cpu" in mode.detail
+    assert mode.parity_passed is True
+    cells = [c for c in report.cells if c.mode == INFINITY]
+    assert {(c.workload, c.concurrency) for c in cells} == {(w, c) for w in WORKLOADS for c in options.concurrencies}
+    for c in cells:
+        assert c.error is None and c.parity.passed and c.parity.min_cosine > 0.9999, c
+        assert c.calls >= 1 and c.seq_per_s > 0 and c.p50_ms <= c.p95_ms <= c.p99_ms and c.server_avg_batch is None
+    stopping = [m for line in lines for m in re.findall(r"stopping infinity-emb \(process group (\d+)\)", line)]
+    assert len(stopping) == 1 and not _group_alive(int(stopping[0]))  # os.killpg(pgid, 0) finds no one
+    assert "infinity_emb" in report.table()
+
+
+@needs_infinity
+def test_infinity_that_cannot_start_says_why(tmp_path):
+    """A folder that is no model: infinity exits during startup; the error quotes its log, and its group is gone."""
+    from exporter.bench import InfinityServer
+    from exporter.errors import ServerError
+
+    server = InfinityServer(find_infinity(None)[0], tmp_path, "m", batch_size=4, threads=1, startup_timeout=120)
+    with pytest.raises(ServerError, match=r"infinity-emb exited with code \d+ during startup: .*config\.json"):
+        server.start()
+    assert server.pgid and not _group_alive(server.pgid)
 
 
 # --- tune: the bounded sweep of serving settings (same harness, fresh server per trial) -------------------------
