@@ -155,6 +155,21 @@ def write_unloadable_folders(repo: Path) -> None:
     )
 
 
+def start_must_fail(repo: Path, binary, **kwargs):
+    """Start a TritonServer on ``repo`` whose models must fail to load: (the server, its ServerError text), the
+    server already stopped by ``start()``."""
+    import pytest
+
+    from exporter.errors import ServerError
+    from exporter.server import TritonServer
+
+    srv = TritonServer(repo, binary=binary, **kwargs)
+    with pytest.raises(ServerError) as err:
+        srv.start()
+    assert not srv.running
+    return srv, str(err.value)
+
+
 def group_members(pgid: int) -> list[int]:
     """PIDs whose process group is ``pgid`` (from /proc; zombies excluded)."""
     pids = []

@@ -9,8 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import _triton_fixtures as fx
 from exporter.cli import main
-from exporter.errors import ServerError, UnsupportedModelError
+from exporter.errors import UnsupportedModelError
 from exporter.export import ExportOptions, export_model
 from exporter.pt2 import PT2_FILENAME, load_pt2
 from exporter.repository_view import legacy_config_text, present_repository
@@ -126,13 +127,9 @@ def test_wrong_names_and_counts_fail_to_load(binary, minilm_pt2_export, tmp_path
         text = (source / "config.pbtxt").read_text().replace('name: "minilm_pt2"', f'name: "{name}"')
         text = text[:text.index("model_warmup")]  # warm-up would fail first on the edited inputs
         (repo / name / "config.pbtxt").write_text(edit(text))
-    srv = TritonServer(repo, binary=binary, cache_dir=tmp_path / "cache", startup_timeout=120)
-    with pytest.raises(ServerError) as err:
-        srv.start()
-    text = str(err.value)
+    _, text = fx.start_must_fail(repo, binary, cache_dir=tmp_path / "cache", startup_timeout=120)
     assert "'renamed'" in text and "named INPUT__<n>" in text
     assert "'too_few'" in text and "configuration expects 2 inputs, the model.pt2 package takes 3" in text
-    assert not srv.running
 
 
 def test_pt2_with_tokenizer_is_refused_before_any_work(tmp_path, minilm):

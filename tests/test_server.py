@@ -370,10 +370,7 @@ def test_dict_output_is_refused(http, st_model):
 def test_bad_models_fail_to_load(binary, cache_dir, tmp_path):
     repo = tmp_path / "bad"
     fx.write_bad_models(repo)
-    srv = TritonServer(repo, binary=binary, cache_dir=cache_dir, startup_timeout=120)
-    with pytest.raises(ServerError) as err:
-        srv.start()
-    text = str(err.value)
+    srv, text = fx.start_must_fail(repo, binary, cache_dir=cache_dir, startup_timeout=120)
     assert "'bad_args'" in text and "configuration expects 2 inputs, model provides 1" in text
     assert "'bad_param'" in text and "INFERENCE_MODE='maybe' is not a boolean" in text
     assert "\nAt:" not in text  # the stub's traceback is left in the log
@@ -385,13 +382,9 @@ def test_bad_models_fail_to_load(binary, cache_dir, tmp_path):
 def test_unparseable_config_and_missing_version(binary, cache_dir, tmp_path):
     repo = tmp_path / "broken"
     fx.write_unloadable_folders(repo)
-    srv = TritonServer(repo, binary=binary, cache_dir=cache_dir, startup_timeout=60)
-    with pytest.raises(ServerError) as err:
-        srv.start()
-    text = str(err.value)
+    _, text = fx.start_must_fail(repo, binary, cache_dir=cache_dir, startup_timeout=60)
     assert "'garbage'" in text and "failed to read text proto" in text
     assert "'no_version'" in text and "at least one version must be available" in text
-    assert not srv.running
 
 
 def test_pair_parameters_applied(server):
