@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .corpus import build_corpus, count_tokens, docstring_items, stdlib_sentences
-from .errors import TeiExportError
+from .errors import TeiExportError, first_line
 from .parity import Tolerance, compare, tolerance_for
 from .tokens import DEFAULT_BUCKETS, encode_batch
 
@@ -410,7 +410,7 @@ def _load(url, protocol, model, requests, costs, output, concurrency, options: B
             try:
                 client.infer(model, req, [output])
             except Exception as err:  # reported in the cell, not raised from a thread
-                errors.append(f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
+                errors.append(f"{type(err).__name__}: {first_line(err, 200)}")
                 return
             latencies.append(time.perf_counter() - t0)
             done.append(k % len(requests))
@@ -443,7 +443,7 @@ def _served_cell(cell: Cell, url, protocol, model, requests, costs, output, expe
         executions = after[1] - before[1] if before and after else 0  # infinity-emb reports no batch counts
         cell.server_avg_batch = (after[0] - before[0]) / executions if executions > 0 else None
     except Exception as err:
-        cell.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        cell.error = f"{type(err).__name__}: {first_line(err, 200)}"
         return cell
     if errors:
         cell.error = errors[0]
@@ -667,7 +667,7 @@ def _measure_infinity(report, options, target, tokenizer, workloads, expected, f
     try:
         server.start()
     except (ServerError, OSError) as err:
-        report.modes.append(ModeInfo(INFINITY, f"error: {str(err).splitlines()[0][:600]}"))
+        report.modes.append(ModeInfo(INFINITY, f"error: {first_line(err, 600)}"))
         return
     try:
         report.modes.append(ModeInfo(INFINITY, "measured", (
@@ -889,7 +889,7 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
                 try:
                     _measure_in_process(fn, chunks, expected[workload], tol, flop, peak, options, cell)
                 except Exception as err:
-                    cell.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+                    cell.error = f"{type(err).__name__}: {first_line(err, 200)}"
                 report.cells.append(cell)
                 _say(progress, _cell_line(k, total_in, cell))
     scratch.cleanup()
@@ -938,7 +938,7 @@ def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expe
             server = TritonServer(repo).start()
         except ServerError as err:
             report.modes.append(ModeInfo(TEXT_GRPC, f"error: the server did not load {text_name}: "
-                                         f"{str(err).splitlines()[0][:300]}"))
+                                         f"{first_line(err, 300)}"))
             has_text = False
     if server is None:
         _say(progress, f"starting tritonserver on {repo} (model {name} only)")
@@ -946,7 +946,7 @@ def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expe
             server = TritonServer(repo, model_control_mode="explicit", load_models=[name]).start()
         except ServerError as err:
             for mode in (GRPC, HTTP):
-                report.modes.append(ModeInfo(mode, f"error: {str(err).splitlines()[0][:300]}"))
+                report.modes.append(ModeInfo(mode, f"error: {first_line(err, 300)}"))
             if not has_text and report.mode(TEXT_GRPC) is None:
                 report.modes.append(ModeInfo(TEXT_GRPC, f"not measured: {text_name} not present in the repository"))
             return

@@ -2,6 +2,13 @@
 from __future__ import annotations
 
 
+def first_line(err: BaseException, limit: int | None = None) -> str:
+    """The first line of ``err``'s message, at most ``limit`` characters; "" when the message is empty (a bare
+    ``str(err).splitlines()[0]`` raises IndexError there)."""
+    lines = str(err).splitlines()
+    return (lines[0] if lines else "")[:limit]
+
+
 class TeiExportError(Exception):
     """Base error: the CLI prints ``str(err)`` and exits with ``exit_code``.
 

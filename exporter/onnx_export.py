@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UnsupportedModelError
+from .errors import UnsupportedModelError, first_line
 
 ONNX_OPSET = 17
 OUTPUT_NAME = "embedding"
@@ -34,7 +34,7 @@ def export_onnx(wrapper: torch.nn.Module, example: dict[str, torch.Tensor], path
                               output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=opset, dynamo=False)
     except Exception as err:
         raise UnsupportedModelError(
-            f"the model cannot be exported to ONNX: {type(err).__name__}: {str(err).splitlines()[0][:300]}",
+            f"the model cannot be exported to ONNX: {type(err).__name__}: {first_line(err, 300)}",
             fix="benchmark without ONNX Runtime (it is a comparison, not part of the export)", where=str(path),
         ) from err
     onnx.checker.check_model(str(path))

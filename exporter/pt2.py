@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UnsupportedModelError
+from .errors import UnsupportedModelError, first_line
 
 PT2_FILENAME = "model.pt2"
 PT2_PLATFORM = "torch_aoti"
@@ -56,7 +56,7 @@ def export_pt2(wrapper: torch.nn.Module, example: dict[str, torch.Tensor], max_p
             program = torch.export.export(wrapper, tuple(example.values()), dynamic_shapes=dynamic, strict=False)
     except Exception as err:
         raise UnsupportedModelError(
-            f"torch.export failed: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}",
+            f"torch.export failed: {type(err).__name__}: {first_line(err, 300)}",
             fix="export this architecture with --format torchscript (the default)", where="--format pt2",
         ) from err
     try:
@@ -64,9 +64,8 @@ def export_pt2(wrapper: torch.nn.Module, example: dict[str, torch.Tensor], max_p
             warnings.simplefilter("ignore")
             path = torch._inductor.aoti_compile_and_package(program, package_path=str(package_path))
     except Exception as err:
-        first = str(err).splitlines()[0][:300] if str(err) else ""
         raise UnsupportedModelError(
-            f"AOTInductor could not compile the exported program: {type(err).__name__}: {first}",
+            f"AOTInductor could not compile the exported program: {type(err).__name__}: {first_line(err, 300)}",
             fix="check that a C++ compiler (g++) is installed, or use --format torchscript", where="--format pt2",
         ) from err
     return Path(path)

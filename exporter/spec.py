@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .architectures import Architecture, architecture_for
-from .errors import ModelSourceError, UnsupportedModelError
+from .errors import ModelSourceError, UnsupportedModelError, first_line
 from .pooling import POOLING_MODES, canonical_pooling
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -86,7 +86,7 @@ def resolve_source(source: str, revision: str | None = None) -> Path:
     try:
         return Path(snapshot_download(source, revision=revision))
     except Exception as err:  # the hub client raises many types; all mean "cannot get this model"
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err) or type(err).__name__
         raise ModelSourceError(
             f"cannot get model '{source}' from the Hugging Face hub or its local cache: {reason}",
             fix="check the id and network access (HF_HUB_OFFLINE=1 allows only cached models), or pass a local folder",

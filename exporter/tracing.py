@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import UnsupportedModelError
+from .errors import UnsupportedModelError, first_line
 from .parity import ParityReport, Tolerance
 from .reference import reference_embeddings
 
@@ -71,7 +71,7 @@ def trace(wrapper: torch.nn.Module, example: dict[str, torch.Tensor]) -> torch.j
             traced = torch.jit.trace(wrapper, args, check_trace=False, strict=False)
     except Exception as err:
         raise UnsupportedModelError(
-            f"the model cannot be traced to TorchScript: {type(err).__name__}: {str(err).splitlines()[0][:300]}",
+            f"the model cannot be traced to TorchScript: {type(err).__name__}: {first_line(err, 300)}",
             fix="this architecture needs a different export path; try another model or report the architecture",
         ) from err
     return traced

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import TeiExportError
+from .errors import TeiExportError, first_line
 
 Progress = Callable[[str], None]
 OBJECTIVES = ("throughput", "p95")
@@ -224,7 +224,7 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                     result.requests, result.seq_per_s = len(done), len(done) / elapsed
                     result.p50_ms, result.p95_ms, _ = _percentiles(latencies)
             except TeiExportError as err:
-                result.error = str(err).splitlines()[0][:200]
+                result.error = first_line(err, 200)
             report.results.append(result)
             say(f"[{k}/{len(trials)}] {trial.label}: " + (f"error {result.error}" if result.error else
                 f"{result.seq_per_s:.1f} seq/s, p95 {result.p95_ms:.1f} ms, parity "

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .corpus import CorpusItem, build_corpus
-from .errors import VerificationError
+from .errors import VerificationError, first_line
 from .metadata import ExportMetadata
 from .parity import compare, tolerance_for
 from .repository import METADATA_FILE, latest_version_dir, models
@@ -241,7 +241,7 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
             after = admin.statistics(model.name)
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
     except Exception as err:  # a server or protocol failure is a failed check, reported, not a crash
-        check.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        check.error = f"{type(err).__name__}: {first_line(err)}"
     return check
 
 
@@ -278,7 +278,7 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
             after = admin.statistics(model.name)
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
     except Exception as err:  # reported as a failed check, not a crash
-        check.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        check.error = f"{type(err).__name__}: {first_line(err)}"
     return check
 
 

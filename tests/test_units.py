@@ -119,3 +119,11 @@ def test_tolerance_by_precision_and_device():
         tol = tolerance_for(dtype, "cuda:0")
         assert tol.min_cosine == 0.999 and tol.max_abs is None
         assert tol.accepts(0.3, 0.9991) and not tol.accepts(0.0, 0.9989)
+
+
+def test_first_line_of_an_error():
+    from exporter.errors import first_line
+
+    assert first_line(RuntimeError("")) == ""  # str(err).splitlines()[0] raised IndexError here
+    assert first_line(RuntimeError("bad shape\n  at frame 3"), 5) == "bad s"
+    assert first_line(RuntimeError("bad shape\n  at frame 3")) == "bad shape"
