@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .corpus import build_corpus, count_tokens, docstring_items, stdlib_sentences
-from .errors import TeiExportError, first_line
+from .errors import ServerError, TeiExportError, first_line
 from .parity import Tolerance, compare, tolerance_for
 from .tokens import DEFAULT_BUCKETS, encode_batch
 
@@ -584,8 +584,6 @@ class InfinityServer:
         return self
 
     def _wait_ready(self) -> None:
-        from .errors import ServerError
-
         deadline = time.monotonic() + self.startup_timeout
         while True:  # /health answers once uvicorn listens, which is after the model is loaded and warmed up
             code = self._proc.poll()
@@ -648,8 +646,7 @@ class InfinityServer:
 def _measure_infinity(report, options, target, tokenizer, workloads, expected, flop, peak, progress) -> None:
     """infinity-emb on the eager reference's model folder: the concurrency sweep of Triton's cells, same texts,
     same bounded load generator, one text per request, parity against the same rows."""
-    from .errors import ServerError
-    from .triton_config import parse_pbtxt
+    from .triton_config import read_config
 
     meta = target.metadata
 
@@ -661,7 +658,7 @@ def _measure_infinity(report, options, target, tokenizer, workloads, expected, f
     if not model_dir.is_dir():
         report.modes.append(ModeInfo(INFINITY, f"not measured: the export's source folder {model_dir} is not on disk"))
         return
-    batch_size = max(1, parse_pbtxt((target.model_dir / "config.pbtxt").read_text()).max_batch_size)
+    batch_size = max(1, read_config(target.model_dir / "config.pbtxt").max_batch_size)
     server = InfinityServer(executable, model_dir, options.model, batch_size, options.threads)
     _say(progress, f"starting infinity-emb ({executable}) on {model_dir}")
     try:
@@ -677,8 +674,7 @@ def _measure_infinity(report, options, target, tokenizer, workloads, expected, f
         tol = tolerance_for(meta.dtype, meta.device)
         total, k = len(workloads) * len(options.concurrencies), 0
         for workload, texts in workloads.items():
-            tokens = [int(encode_batch(tokenizer, [t], meta.max_seq_len, meta.input_names)["attention_mask"].sum())
-                      for t in texts]
+            tokens = [min(count_tokens(tokenizer, t), meta.max_seq_len) for t in texts]
             costs = [(n, n) for n in tokens]  # real tokens; the server's own padding is not seen from here
             for concurrency in options.concurrencies:
                 k += 1
@@ -924,7 +920,6 @@ def _cell_line(k: int, total: int, c: Cell) -> str:
 
 
 def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expected, flop, peak, progress):
-    from .errors import ServerError
     from .server import TritonServer
     from .triton_client import TritonClient
 
