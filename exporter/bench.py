@@ -27,7 +27,6 @@ import os
 import platform
 import random
 import re
-import signal
 import tempfile
 import threading
 import time
@@ -481,7 +480,7 @@ def find_infinity(path: str | None) -> tuple[Path | None, str]:
     PATH. Returns (executable, "") or (None, the mode status saying why not)."""
     import shutil
 
-    from .server import python_bin_dir
+    from .triton.binary import python_bin_dir
 
     if path == "":
         return None, "not measured: --no-infinity"
@@ -554,7 +553,7 @@ class InfinityServer:
     def start(self) -> "InfinityServer":
         import subprocess
 
-        from .server import free_port
+        from .triton.process import free_port
 
         port = free_port("127.0.0.1")
         self.url = f"127.0.0.1:{port}"
@@ -610,31 +609,17 @@ class InfinityServer:
 
     def log_tail(self) -> str:
         """The log's error lines (the exception, not its traceback frames), else its last lines."""
-        from .server import _error_lines, _last_lines
+        from .triton.server_log import error_lines, last_lines
 
         text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path else ""
-        return _error_lines(text, 3) or _last_lines(text, 8)
+        return error_lines(text, 3) or last_lines(text, 8)
 
     def stop(self) -> None:
-        import subprocess
-
-        from .server import _group_alive, _signal_group
+        from .triton.process import stop_group
 
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _signal_group(self.pgid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.pgid, signal.SIGKILL)
-                proc.wait(timeout=30)
-        deadline = time.monotonic() + 5.0
-        while _group_alive(self.pgid) and time.monotonic() < deadline:  # anything it started, same group
-            time.sleep(0.05)
-        if _group_alive(self.pgid):
-            _signal_group(self.pgid, signal.SIGKILL)
+        if proc is not None:
+            stop_group(proc, self.pgid, self.stop_timeout)
 
     def __enter__(self) -> "InfinityServer":
         return self.start()
@@ -920,7 +905,7 @@ def _cell_line(k: int, total: int, c: Cell) -> str:
 
 
 def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expected, flop, peak, progress):
-    from .server import TritonServer
+    from .triton.server import TritonServer
     from .triton_client import TritonClient
 
     name = options.model

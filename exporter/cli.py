@@ -40,6 +40,16 @@ def _friendly_errors(func):
     return wrapper
 
 
+BACKEND_HELP = ("LibTorch backend for pytorch_libtorch models: auto (the server's own libtriton_pytorch.so, else "
+                "NVIDIA's built by `tei-export backend build`, else the compatibility backend), nvidia, or compat "
+                "(default: $TEI_EXPORT_BACKEND, else auto).")
+
+
+def _backend_option(func):
+    return click.option("--backend", "backend", type=click.Choice(["auto", "nvidia", "compat"]), default=None,
+                        help=BACKEND_HELP)(func)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="tei-export")
 def main() -> None:
@@ -76,7 +86,9 @@ def main() -> None:
 @click.option("--preferred-batch-size", "preferred", type=int, multiple=True,
               help="dynamic_batching preferred_batch_size (repeatable).")
 @click.option("--intra-op-threads", type=int, help="INTRA_OP_THREAD_COUNT (default: cores / instances).")
-@click.option("--inter-op-threads", type=int, help="INTER_OP_THREAD_COUNT (default: 1).")
+@click.option("--inter-op-threads", type=int,
+              help="INTER_OP_THREAD_COUNT (default: not written; NVIDIA's backend before 25.11 aborts when two "
+                   "models set it).")
 @click.option("--disable-optimized-execution", is_flag=True, help="DISABLE_OPTIMIZED_EXECUTION=true.")
 @click.option("--no-warmup", is_flag=True, help="Leave model_warmup out of config.pbtxt.")
 @click.option("--with-tokenizer/--no-with-tokenizer", default=False, show_default=True,
@@ -128,20 +140,23 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
 @click.option("--http-port", type=int, help="HTTP port (default: a free one).")
 @click.option("--grpc-port", type=int, help="gRPC port (default: a free one).")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), help="Server log file.")
+@_backend_option
 @_friendly_errors
-def serve(repository, binary, host, http_port, grpc_port, log_path):
+def serve(repository, binary, host, http_port, grpc_port, log_path, backend):
     """Start tritonserver on REPOSITORY, wait until every model is READY, serve until Ctrl-C."""
     import signal
 
-    from .server import TritonServer
+    from .triton.server import TritonServer
 
     server = TritonServer(repository, binary=binary, host=host, http_port=http_port, grpc_port=grpc_port,
-                          log_path=log_path)
+                          log_path=log_path, backend=backend)
     click.echo(f"starting tritonserver on {repository} ...", err=True)
     # SIGTERM (from a supervisor) stops the server like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         server.start()
+        for warning in server.warnings:
+            click.echo(f"warning: {warning}", err=True)
         click.echo(f"server:  {server.binary.describe()}")
         click.echo(f"backend: {server.backends.describe()}")
         if server.view.presented:
@@ -171,8 +186,9 @@ def serve(repository, binary, host, http_port, grpc_port, log_path):
 @click.option("--tritonserver", "binary", help="tritonserver binary for the server started here.")
 @click.option("--no-libtorch-check", is_flag=True, help="Skip the C++ LibTorch load-and-run check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_backend_option
 @_friendly_errors
-def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_check, as_json):
+def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_check, as_json, backend):
     """Compare what Triton returns for every exported model in REPOSITORY with eager sentence-transformers."""
     from .errors import VerificationError
     from .verify import verify_repository
@@ -182,8 +198,10 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
     protocols = ("http", "grpc") if protocol == "both" else (protocol,)
     report = verify_repository(repository, url=url, protocols=protocols, names=list(names) or None,
                                corpus_size=corpus_size, libtorch=not no_libtorch_check,
-                               server_options={"binary": binary} if binary else None,
+                               server_options={k: v for k, v in (("binary", binary), ("backend", backend)) if v},
                                progress=_progress_printer(sys.stderr.isatty() and not as_json))
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     if not report.passed:
         raise VerificationError("Triton's embeddings differ from eager sentence-transformers (see the table)",
@@ -248,7 +266,8 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--model", "model", required=True, help="Name of an exported model in REPOSITORY.")
 @click.option("--intra", default="1,2", show_default=True, help="INTRA_OP_THREAD_COUNT values (comma-separated).")
-@click.option("--inter", default="1", show_default=True, help="INTER_OP_THREAD_COUNT values.")
+@click.option("--inter", default="0", show_default=True,
+              help="INTER_OP_THREAD_COUNT values; 0 leaves the parameter out (see README: interop threads).")
 @click.option("--instances", default="1,2", show_default=True, help="instance_group count values.")
 @click.option("--queue-delay-us", default="0,100,2000", show_default=True,
               help="dynamic_batching max_queue_delay_microseconds values.")
@@ -261,15 +280,17 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--p95-budget-ms", type=float, help="Only trials with p95 under this qualify as best.")
 @click.option("--write", is_flag=True, help="Write the best settings into the model's config.pbtxt (backup kept).")
 @click.option("--json", "as_json", is_flag=True)
+@_backend_option
 @_friendly_errors
 def tune(repository, model, intra, inter, instances, queue_delay_us, concurrency, max_trials, max_seconds,
-         max_calls, objective, p95_budget_ms, write, as_json):
+         max_calls, objective, p95_budget_ms, write, as_json, backend):
     """Sweep thread counts, instances and queue delay for MODEL against a real server; print the best."""
     from .tune import TuneOptions, run_tune
 
     options = TuneOptions(repository, model, _ints(intra), _ints(inter), _ints(instances), _ints(queue_delay_us),
                           concurrency=concurrency, max_calls=max_calls, max_seconds=max_seconds,
-                          max_trials=max_trials, objective=objective, p95_budget_ms=p95_budget_ms, write=write)
+                          max_trials=max_trials, objective=objective, p95_budget_ms=p95_budget_ms, write=write,
+                          backend=backend)
     report = run_tune(options, progress=_progress_printer(sys.stderr.isatty() and not as_json))
     click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else report.table())
 
@@ -337,6 +358,46 @@ def manifest(repository, storage_uri, out, force, **chosen):
                f"({options.cpus_per_pod} CPU, {options.memory_per_pod}, {options.gpus_per_pod} GPU per pod) "
                f"reading {options.storage_uri}")
     click.echo(f"apply it with: kubectl apply -f {path}")
+
+
+@main.group()
+def backend() -> None:
+    """Build NVIDIA's LibTorch backend for the bundled server, and show which backend serves what."""
+
+
+@backend.command("build")
+@click.option("--tritonserver", "binary", help="tritonserver binary to build for (default: as `serve` finds it).")
+@click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder with the four <repo>-<branch>.tar.gz archives or source trees (default: "
+                   "$TEI_EXPORT_BACKEND_SOURCE, else git clone from GitHub).")
+@click.option("--branch", help="pytorch_backend branch (default: the server's release, e.g. 2.51.0 -> r24.10).")
+@click.option("--jobs", type=int, help="Parallel compile jobs (default: all cores).")
+@click.option("--force", is_flag=True, help="Build again even when the cache has this build.")
+@_friendly_errors
+def backend_build(binary, source, branch, jobs, force):
+    """Build NVIDIA's libtriton_pytorch.so from source against this torch, check it, cache it."""
+    from .triton.backend_build import build_backend
+    from .triton.binary import find_tritonserver
+
+    server = find_tritonserver(binary)
+    click.echo(f"server: {server.describe()}", err=True)
+    built = build_backend(server, source=source, branch=branch, jobs=jobs, force=force,
+                          progress=_progress_printer(True))
+    click.echo(f"built:  {built.describe()}")
+    click.echo(f"from:   {built.source}")
+    click.echo(f"log:    {built.log} ({built.seconds:.0f} s)")
+
+
+@backend.command("status")
+@click.argument("repository", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--tritonserver", "binary", help="tritonserver binary (default: as `serve` finds it).")
+@_backend_option
+@_friendly_errors
+def backend_status(repository, binary, backend):
+    """Say which backend serves pytorch_libtorch models (and each model of REPOSITORY) and why."""
+    from .triton.status import backend_status as status
+
+    click.echo(status(binary, backend, repository).text())
 
 
 if __name__ == "__main__":

@@ -57,3 +57,7 @@ class ServerError(TeiExportError):
 
 class VerificationError(TeiExportError):
     """Triton's answers differ from eager PyTorch, or the harness could not get answers."""
+
+
+class BackendBuildError(TeiExportError):
+    """NVIDIA's LibTorch backend cannot be built or installed (missing tools or sources, a failed compile)."""

@@ -143,10 +143,12 @@ def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonMo
                                     batch_dim + (-1, spec.hidden_size)))
     cpus = os.cpu_count() or 1
     intra = options.intra_op_threads if options.intra_op_threads is not None else max(1, cpus // options.instances)
-    inter = options.inter_op_threads if options.inter_op_threads is not None else 1
+    # INTER_OP_THREAD_COUNT only when asked: NVIDIA's backend before 25.11 applies it per model, and torch allows
+    # it once per process, so two models (or one reload) that set it abort the whole server.
+    inter = (("INTER_OP_THREAD_COUNT", str(options.inter_op_threads)),) if options.inter_op_threads else ()
     parameters = (
         ("INTRA_OP_THREAD_COUNT", str(intra)),
-        ("INTER_OP_THREAD_COUNT", str(inter)),
+        *inter,
         ("INFERENCE_MODE", "true" if options.inference_mode else "false"),
         ("DISABLE_OPTIMIZED_EXECUTION", "true" if options.disable_optimized_execution else "false"),
     )

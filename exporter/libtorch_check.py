@@ -5,8 +5,8 @@ A small C++ program (``cpp/libtorch_check.cpp``) makes the calls Triton's pytorc
 arguments by the backend's rules, refusing outputs the backend refuses (a dict, a list, a scalar). For an
 AOTInductor package (``model.pt2``, ``platform: "torch_aoti"``): ``torch::inductor::AOTIModelPackageLoader`` and
 ``run()`` with the inputs ordered by their ``INPUT__<n>`` ordinal. It is compiled once against the
-LibTorch that ships inside the installed ``torch`` wheel and cached under ``$TEI_EXPORT_CACHE`` (default
-``~/.cache/tei-export``), keyed by a hash of the source, the torch version and the torch library folder.
+LibTorch that ships inside the installed ``torch`` wheel and cached in tei-export's cache folder
+(:func:`exporter.cache.cache_root`), keyed by a hash of the source, the torch version and the torch library folder.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, ModelSourceError, TeiExportError, VerificationError
+from .libtorch import find_compiler, installed_libtorch
 from .parity import tolerance_for
 
 SOURCE = Path(__file__).with_name("cpp") / "libtorch_check.cpp"
@@ -75,36 +75,18 @@ class LibtorchRunError(VerificationError):
 # ----------------------------------------------------------------------------------------------------------- build
 
 
-def find_compiler() -> str | None:
-    """The C++ compiler to use: ``$CXX`` when set (and only it), else ``g++`` or ``c++`` on PATH; None if none."""
-    chosen = os.environ.get("CXX")
-    if chosen:
-        return shutil.which(chosen)
-    for name in ("g++", "c++"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _torch_paths() -> tuple[str, Path, Path, int]:
-    import torch
-
-    root = Path(torch.__file__).resolve().parent
-    return torch.__version__, root / "include", root / "lib", int(torch.compiled_with_cxx11_abi())
-
-
 def cache_dir_default() -> Path:
-    env = os.environ.get("TEI_EXPORT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "tei-export"
+    from .cache import cache_root
+
+    return cache_root()
 
 
 def checker_key() -> str:
     """Hash of what the binary depends on: the C++ source, the torch version and the torch library folder."""
-    version, _, lib, abi = _torch_paths()
+    torch_ = installed_libtorch()
     digest = hashlib.sha256()
     digest.update(SOURCE.read_bytes())
-    digest.update(f"\0{version}\0{lib}\0{abi}".encode())
+    digest.update(f"\0{torch_.version}\0{torch_.lib}\0{torch_.cxx11_abi}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -115,12 +97,12 @@ def cached_checker(cache_dir: Path | None = None) -> Path | None:
 
 
 def compile_command(compiler: str, output: Path) -> list[str]:
-    _, include, lib, abi = _torch_paths()
+    torch_ = installed_libtorch()
     return [
-        compiler, "-std=c++17", "-O1", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+        compiler, "-std=c++17", "-O1", f"-D_GLIBCXX_USE_CXX11_ABI={torch_.cxx11_abi}",
         str(SOURCE), "-o", str(output),
-        f"-I{include}", f"-I{include / 'torch' / 'csrc' / 'api' / 'include'}",
-        f"-L{lib}", f"-Wl,-rpath,{lib}", "-ltorch", "-ltorch_cpu", "-lc10",
+        *(f"-I{d}" for d in torch_.include_dirs),
+        f"-L{torch_.lib}", f"-Wl,-rpath,{torch_.lib}", "-ltorch", "-ltorch_cpu", "-lc10",
     ]  # fmt: skip
 
 
@@ -142,11 +124,11 @@ def build_checker(cache_dir: Path | None = None) -> Path:
             else "no C++ compiler found to build the LibTorch checker (neither g++ nor c++ is on PATH)",
             fix="install g++ (C++17 or newer), or point $CXX at a C++ compiler",
         )
-    _, include, lib, _ = _torch_paths()
-    if not (include / "torch" / "script.h").is_file() or not (lib / "libtorch.so").exists():
+    torch_ = installed_libtorch()
+    if not (torch_.include / "torch" / "script.h").is_file() or not (torch_.lib / "libtorch.so").exists():
         raise TeiExportError(
             "the installed torch has no LibTorch headers or libraries",
-            where=str(include.parent),
+            where=str(torch_.root),
             fix="install a torch wheel from PyPI or download.pytorch.org (they ship torch/include and torch/lib)",
         )
     cache.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ class ServedModel:
     outputs: tuple[ServedTensor, ...]
     platform: str
     backend: str
+    runtime: str = ""  # "model.py" for a Python-based backend; "" for a backend's shared library
 
 
 class TritonClient:
@@ -80,7 +81,7 @@ class TritonClient:
 
         return ServedModel(name=cfg["name"], max_batch_size=int(cfg.get("max_batch_size", 0)),
                            inputs=tensors("input"), outputs=tensors("output"), platform=cfg.get("platform", ""),
-                           backend=cfg.get("backend", ""))
+                           backend=cfg.get("backend", ""), runtime=cfg.get("runtime", ""))
 
     def ready_models(self) -> list[str]:
         if self.protocol == "http":

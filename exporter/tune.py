@@ -38,7 +38,7 @@ class Trial:
 
     @property
     def label(self) -> str:
-        return (f"intra {self.intra_op_threads}, inter {self.inter_op_threads}, instances {self.instances}, "
+        return (f"intra {self.intra_op_threads}, inter {self.inter_op_threads or 'unset'}, instances {self.instances}, "
                 f"delay {self.max_queue_delay_us} us")
 
 
@@ -59,7 +59,7 @@ class TuneOptions:
     repository: Path
     model: str
     intra_op_threads: tuple[int, ...] = (1, 2)
-    inter_op_threads: tuple[int, ...] = (1,)
+    inter_op_threads: tuple[int, ...] = (0,)  # 0: no INTER_OP_THREAD_COUNT (see exporter.triton.hazards)
     instances: tuple[int, ...] = (1, 2)
     max_queue_delay_us: tuple[int, ...] = (0, 100, 2000)
     concurrency: int = 16
@@ -70,6 +70,7 @@ class TuneOptions:
     objective: str = "throughput"
     p95_budget_ms: float | None = None  # only trials with p95 under this qualify
     write: bool = False
+    backend: str | None = None  # auto, nvidia or compat (exporter.triton.backends)
 
     def trials(self) -> list[Trial]:
         grid = itertools.product(self.intra_op_threads, self.inter_op_threads, self.instances,
@@ -80,9 +81,10 @@ class TuneOptions:
         if self.objective not in OBJECTIVES:
             raise TeiExportError(f"unknown objective '{self.objective}'", fix=f"use one of {', '.join(OBJECTIVES)}",
                                  where="--objective")
-        values = (*self.intra_op_threads, *self.inter_op_threads, *self.instances, self.concurrency, self.max_trials)
-        if min(values) < 1 or min(self.max_queue_delay_us) < 0:
-            raise TeiExportError("thread counts, instances, concurrency and max trials must be >= 1, delays >= 0",
+        values = (*self.intra_op_threads, *self.instances, self.concurrency, self.max_trials)
+        if min(values) < 1 or min(self.max_queue_delay_us) < 0 or min(self.inter_op_threads) < 0:
+            raise TeiExportError("intra-op threads, instances, concurrency and max trials must be >= 1, inter-op "
+                                 "threads and delays >= 0 (0 inter-op threads: the parameter is left out)",
                                  fix="pass positive numbers", where="tune options")
 
 
@@ -94,6 +96,7 @@ class TuneReport:
     results: list[TrialResult] = field(default_factory=list)
     written: str | None = None
     backup: str | None = None
+    server: str = ""  # the server and backend the trials ran on
 
     @property
     def best(self) -> TrialResult | None:
@@ -108,7 +111,8 @@ class TuneReport:
 
     def to_dict(self) -> dict:
         best = self.best
-        return {"model": self.model, "objective": self.objective, "p95_budget_ms": self.p95_budget_ms,
+        return {"model": self.model, "server": self.server, "objective": self.objective,
+                "p95_budget_ms": self.p95_budget_ms,
                 "best": None if best is None else asdict(best), "written": self.written, "backup": self.backup,
                 "results": [asdict(r) for r in self.results]}
 
@@ -116,14 +120,15 @@ class TuneReport:
         rows = [("intra", "inter", "instances", "delay us", "seq/s", "p50 ms", "p95 ms", "requests", "parity")]
         for r in self.results:
             t = r.trial
-            head = (str(t.intra_op_threads), str(t.inter_op_threads), str(t.instances), str(t.max_queue_delay_us))
+            head = (str(t.intra_op_threads), str(t.inter_op_threads or "-"), str(t.instances), str(t.max_queue_delay_us))
             if r.error:
                 rows.append((*head, "error", r.error[:60], "", "", ""))
             else:
                 rows.append((*head, f"{r.seq_per_s:.1f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", str(r.requests),
                              ("ok" if r.parity_passed else "FAIL") + f" {r.min_cosine:.6f}"))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+        lines = [f"server: {self.server}"] if self.server else []
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
         goal = "max seq/s" if self.objective == "throughput" else "min p95"
         if self.p95_budget_ms is not None:
             goal += f" with p95 <= {self.p95_budget_ms:g} ms"
@@ -144,7 +149,10 @@ def rewrite_config(text: str, trial: Trial, name: str | None = None) -> str:
     if name is not None:
         config.name = name
     config.parameters["INTRA_OP_THREAD_COUNT"].string_value = str(trial.intra_op_threads)
-    config.parameters["INTER_OP_THREAD_COUNT"].string_value = str(trial.inter_op_threads)
+    if trial.inter_op_threads:
+        config.parameters["INTER_OP_THREAD_COUNT"].string_value = str(trial.inter_op_threads)
+    elif "INTER_OP_THREAD_COUNT" in config.parameters:
+        del config.parameters["INTER_OP_THREAD_COUNT"]
     if not config.instance_group:
         from tritonclient.grpc import model_config_pb2
 
@@ -173,7 +181,7 @@ def _trial_repository(model_dir: Path, trial: Trial, root: Path) -> Path:
 def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneReport:
     from .bench import BenchOptions, _load, _parity, _percentiles, _send_all, build_workloads
     from .parity import tolerance_for
-    from .server import TritonServer
+    from .triton.server import TritonServer
     from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
     from .verify import exported_models, reference_for
 
@@ -203,9 +211,11 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
             say(f"[{k}/{len(trials)}] {trial.label}: starting a fresh tritonserver")
             try:
                 repo = _trial_repository(target.model_dir, trial, Path(tmp))
-                with TritonServer(repo, model_control_mode="explicit", load_models=[options.model]) as server:
+                with TritonServer(repo, model_control_mode="explicit", load_models=[options.model],
+                                  backend=options.backend) as server:
                     from .triton_client import TritonClient
 
+                    report.server = f"{server.binary.describe()}; {server.backends.describe()}"
                     with TritonClient(server.grpc_url, "grpc") as admin:
                         served = admin.model(options.model)
                     names = [t.name for t in served.inputs]

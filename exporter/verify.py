@@ -23,6 +23,8 @@ from .metadata import ExportMetadata
 from .parity import compare, tolerance_for
 from .repository import METADATA_FILE, latest_version_dir, models
 from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
+from .triton.backends import NVIDIA_LABEL, served_by
+from .triton.hazards import interop_hazards
 from .triton_client import PROTOCOLS, ServedModel, TritonClient
 
 Progress = Callable[[str], None]
@@ -66,6 +68,7 @@ class ModelCheck:
     error: str | None = None
     kind: str = "tokens"  # "tokens": client-side tokenization; "text": UTF-8 strings to the <name>_text ensemble
     batching: bool = True  # False for max_batch_size 0 (pt2): each request is one execution by design
+    served_by: str = ""  # the backend that computed the embeddings, as the server reports the model's config
 
     @property
     def passed(self) -> bool:
@@ -85,6 +88,7 @@ class VerifyReport:
     server: str
     checks: list[ModelCheck] = field(default_factory=list)
     libtorch: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # repository settings that crash some backend releases
 
     @property
     def passed(self) -> bool:
@@ -92,7 +96,7 @@ class VerifyReport:
             all(r.get("ok") or r.get("skipped") for r in self.libtorch)
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "server": self.server,
+        return {"passed": self.passed, "server": self.server, "warnings": self.warnings,
                 "checks": [{**asdict(c), "passed": c.passed, "max_abs_diff": c.max_abs_diff,
                             "min_cosine": c.min_cosine} for c in self.checks],
                 "libtorch": self.libtorch}
@@ -109,6 +113,8 @@ class VerifyReport:
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = [f"server: {self.server}"]
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+        served = {c.model: c.served_by for c in self.checks if c.served_by}
+        lines += [f"{model} served by {who}" for model, who in served.items()]
         for c in self.checks:
             if c.error:
                 lines.append(f"{c.model} over {c.protocol}: {c.error}")
@@ -217,13 +223,14 @@ def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], to
 
 
 def verify_model(url: str, protocol: str, model: ExportedModel, items: list[CorpusItem], expected: np.ndarray,
-                 tokenizer, runs=DEFAULT_RUNS, timeout_s: float = 120.0) -> ModelCheck:
+                 tokenizer, runs=DEFAULT_RUNS, timeout_s: float = 120.0, nvidia_label: str = NVIDIA_LABEL) -> ModelCheck:
     check = ModelCheck(model.name, protocol, texts=len(items))
     texts = [i.text for i in items]
     tolerance = tolerance_for(model.metadata.dtype, model.metadata.device)
     try:
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(model.name)
+            check.served_by = served_by(served.backend, served.runtime, served.platform, nvidia_label)
             check.batching = served.max_batch_size > 0
             before = admin.statistics(model.name)
             for run in runs:
@@ -246,7 +253,7 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
 
 
 def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list[CorpusItem], expected: np.ndarray,
-                      runs=DEFAULT_RUNS, timeout_s: float = 120.0) -> ModelCheck:
+                      runs=DEFAULT_RUNS, timeout_s: float = 120.0, nvidia_label: str = NVIDIA_LABEL) -> ModelCheck:
     """The corpus as UTF-8 strings (BYTES) to ``<name>_text``, compared with the same ``expected`` rows."""
     name = f"{model.name}_text"
     check = ModelCheck(name, protocol, texts=len(items), kind="text")
@@ -255,6 +262,10 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
     try:
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(name)
+            token_model = admin.model(model.name)
+            check.served_by = (f"ensemble: {model.name}_tokenizer on the Python backend, then {model.name} on the "
+                               + served_by(token_model.backend, token_model.runtime, token_model.platform,
+                                           nvidia_label))
             output = served.outputs[0].name
             before = admin.statistics(model.name)
             for run in runs:
@@ -313,7 +324,7 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
                                 fix="add --protocol http or --protocol grpc")
     with ExitStack() as stack:
         if url is None:
-            from .server import TritonServer
+            from .triton.server import TritonServer
 
             if progress:
                 progress(f"starting tritonserver on {repo}")
@@ -321,11 +332,13 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
             urls = {"http": server.http_url, "grpc": server.grpc_url}
             description = "; ".join(filter(None, (server.binary.describe(), server.backends.describe(),
                                                   server.view.describe())))
+            warnings, nvidia_label = server.warnings, server.backends.nvidia_label
         else:
             urls = {protocols[0]: url}
             with TritonClient(url, protocols[0]) as c:
                 description = f"Triton {c.server_version()} at {url}"
-        report = VerifyReport(server=description)
+            warnings, nvidia_label = interop_hazards(Path(repo)), NVIDIA_LABEL
+        report = VerifyReport(server=description, warnings=list(warnings))
         for model in targets:
             tokenizer = load_tokenizer(model.version_dir, model.metadata.tokenizer_dir)
             items = build_corpus(corpus_size, tokenizer=tokenizer, max_seq_len=model.metadata.max_seq_len)
@@ -337,11 +350,13 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
             for protocol in protocols:
                 if progress:
                     progress(f"{model.name}: requests over {protocol}")
-                report.checks.append(verify_model(urls[protocol], protocol, model, items, expected, tokenizer, runs))
+                report.checks.append(verify_model(urls[protocol], protocol, model, items, expected, tokenizer, runs,
+                                                  nvidia_label=nvidia_label))
                 if _text_ready(urls[protocol], protocol, model.name):
                     if progress:
                         progress(f"{model.name}_text: text requests over {protocol}")
-                    report.checks.append(verify_text_model(urls[protocol], protocol, model, items, expected, runs))
+                    report.checks.append(verify_text_model(urls[protocol], protocol, model, items, expected, runs,
+                                                           nvidia_label=nvidia_label))
         if libtorch:
             report.libtorch = _libtorch_reports(targets, progress)
     return report

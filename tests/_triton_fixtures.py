@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 import shutil
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -72,9 +72,38 @@ class AsDict(torch.nn.Module):
         return {"y": x}
 
 
-class RowSum(torch.nn.Module):
+class RaggedSum(torch.nn.Module):
+    """Ragged batching as Triton's backends do it: ``x`` holds every merged request's elements end to end, and
+    ``offsets`` (a batch input) each request's end offset; one sum per request, in request order."""
+
+    def forward(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        ends = torch.cumsum(x, 0)[offsets.long() - 1]
+        return (ends - torch.cat([torch.zeros(1, dtype=ends.dtype), ends[:-1]])).unsqueeze(1)
+
+
+class ScalarOut(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.sum(dim=1, keepdim=True)
+        return x.sum()
+
+
+class ListOut(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return [x, x]
+
+
+class Sub(torch.nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a - b
+
+
+class Lengths(torch.nn.Module):
+    def forward(self, texts: List[str]) -> torch.Tensor:
+        return torch.tensor([len(t) for t in texts], dtype=torch.int64)
+
+
+class IntArg(torch.nn.Module):
+    def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        return x * k
 
 
 def _write_scripted(repo: Path, name: str, module: torch.nn.Module, config_body: str) -> Path:
@@ -113,12 +142,53 @@ input [ { name: "x" data_type: TYPE_FP32 dims: [ 2 ] } ]
 output [ { name: "y" data_type: TYPE_FP32 dims: [ 2 ] } ]
 instance_group [ { kind: KIND_CPU count: 1 } ]
 """)
-    _write_scripted(repo, "ragged", RowSum(), """max_batch_size: 8
+    _write_scripted(repo, "ragged", RaggedSum(), """max_batch_size: 8
 input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] allow_ragged_batch: true } ]
+batch_input [ { kind: BATCH_ACCUMULATED_ELEMENT_COUNT target_name: "offsets" data_type: TYPE_INT32
+                source_input: "x" } ]
 output [ { name: "s" data_type: TYPE_FP32 dims: [ 1 ] } ]
 dynamic_batching { max_queue_delay_microseconds: 200000 }
 instance_group [ { kind: KIND_CPU count: 1 } ]
 """)
+
+
+_X2 = 'input [ { name: "x" data_type: TYPE_FP32 dims: [ 2 ] } ]\n'
+_Y2 = 'output [ { name: "y" data_type: TYPE_FP32 dims: [ 2 ] } ]\n'
+
+
+def write_contract_models(repo: Path) -> None:
+    """More corners of the LibTorch contract, for the differential tests (tests/test_differential.py)."""
+    _write_scripted(repo, "scalar_out", ScalarOut(), "max_batch_size: 4\n" + _X2 +
+                    'output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ]\n')
+    _write_scripted(repo, "list_out", ListOut(), "max_batch_size: 4\n" + _X2 + _Y2)
+    # "p__x__1": the C++ code reads the text after the FIRST "__" ("x__1"), not a number: config order applies
+    _write_scripted(repo, "dunder", Sub(), """max_batch_size: 4
+input [ { name: "p__x__1" data_type: TYPE_FP32 dims: [ 2 ] }, { name: "q__y__0" data_type: TYPE_FP32 dims: [ 2 ] } ]
+""" + _Y2)
+    # two config inputs name index 0: it loads, and forward() misses argument 'b'
+    _write_scripted(repo, "dup_index", Sub(), """max_batch_size: 4
+input [ { name: "a__0" data_type: TYPE_FP32 dims: [ 2 ] }, { name: "b__0" data_type: TYPE_FP32 dims: [ 2 ] } ]
+""" + _Y2)
+    _write_scripted(repo, "out_index", Double(), "max_batch_size: 4\n" + _X2 +
+                    'output [ { name: "y__3" data_type: TYPE_FP32 dims: [ 2 ] } ]\n')
+    _write_scripted(repo, "strings", Lengths(), """max_batch_size: 0
+input [ { name: "texts" data_type: TYPE_STRING dims: [ -1 ] } ]
+output [ { name: "n" data_type: TYPE_INT64 dims: [ -1 ] } ]
+""")
+    # std::stoi reads "1 thread" as 1; backend_common's booleans take any case
+    _write_scripted(repo, "lenient_params", Double(), "max_batch_size: 4\n" + _X2 + _Y2 + """parameters [
+  { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "1 thread" } },
+  { key: "DISABLE_OPTIMIZED_EXECUTION" value: { string_value: "TRUE" } },
+  { key: "ENABLE_TENSOR_FUSER" value: { string_value: "off" } }
+]
+""")
+
+
+def write_interop_models(repo: Path, count: int = 2) -> None:
+    """``count`` models that each set INTER_OP_THREAD_COUNT (NVIDIA's backend before 25.11 aborts on the second)."""
+    for k in range(count):
+        _write_scripted(repo, f"interop_{k}", Double(), "max_batch_size: 4\n" + _X2 + _Y2 +
+                        'parameters { key: "INTER_OP_THREAD_COUNT" value: { string_value: "1" } }\n')
 
 
 def write_bad_models(repo: Path) -> None:
@@ -141,6 +211,12 @@ output [ { name: "y" data_type: TYPE_FP32 dims: [ 2 ] } ]
 instance_group [ { kind: KIND_CPU count: 1 } ]
 parameters { key: "INFERENCE_MODE" value: { string_value: "maybe" } }
 """)
+    # forward(x, k: int): an argument that is neither a Tensor nor a List
+    _write_scripted(repo, "int_arg", IntArg(), """max_batch_size: 4
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 2 ] }, { name: "k" data_type: TYPE_INT64 dims: [ 1 ] } ]
+""" + _Y2)
+    # the model file is not where the config says
+    _write_scripted(repo, "no_file", Double(), 'default_model_filename: "other.pt"\nmax_batch_size: 4\n' + _X2 + _Y2)
 
 
 def write_unloadable_folders(repo: Path) -> None:
@@ -161,7 +237,7 @@ def start_must_fail(repo: Path, binary, **kwargs):
     import pytest
 
     from exporter.errors import ServerError
-    from exporter.server import TritonServer
+    from exporter.triton.server import TritonServer
 
     srv = TritonServer(repo, binary=binary, **kwargs)
     with pytest.raises(ServerError) as err:

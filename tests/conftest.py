@@ -43,7 +43,7 @@ def minilm_pt2_export(tmp_path_factory):
 def binary():
     """The tritonserver the tests run (nvidia-pytriton's in CI and here)."""
     from exporter.errors import ServerError
-    from exporter.server import find_tritonserver
+    from exporter.triton.binary import find_tritonserver
 
     try:
         return find_tritonserver()
@@ -57,3 +57,19 @@ def st_model():
     import _triton_fixtures as fx
 
     return fx.load_sentence_transformer(minilm_path())
+
+
+@pytest.fixture(scope="session")
+def nvidia_backend(binary):
+    """NVIDIA's libtriton_pytorch.so for the bundled server: the server's own or the one the set-up built
+    (``tei-export backend build``). Without it these tests skip, saying why; under CI, when the set-up had the sources
+    ($TEI_EXPORT_BACKEND_SOURCE), its absence fails the run instead."""
+    from exporter.triton.backends import resolve
+
+    setup = resolve(binary, "auto")
+    if not setup.compat:
+        return setup
+    source = os.environ.get("TEI_EXPORT_BACKEND_SOURCE", "")
+    if os.environ.get("CI") == "true" and source and os.path.isdir(source):
+        pytest.fail(f"CI: the set-up had NVIDIA's backend sources ({source}) but no build is usable: {setup.reason}")
+    pytest.skip(f"NVIDIA's LibTorch backend is not built here: {setup.reason}")

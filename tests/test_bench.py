@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from exporter.bench import (INFINITY_ENV, IN_PROCESS_MODES, INFINITY, PT2_FP32, SERVER_MODES, TS_BF16, WORKLOADS,
                             BenchOptions, FlopModel, find_infinity, run_bench)
 from exporter.cli import main
-from exporter.server import _group_alive
+from exporter.triton.process import group_alive as _group_alive
 
 CELL_KEYS = {"mode", "workload", "batch", "concurrency", "calls", "seqs", "seconds", "seq_per_s", "tokens_per_s",
              "p50_ms", "p95_ms", "p99_ms", "model_gflop_per_s", "fraction_of_matmul_peak",
@@ -180,6 +180,9 @@ def test_rewrite_config_changes_only_the_tuned_fields(minilm_export):
     before.instance_group[0].count = 2
     before.dynamic_batching.max_queue_delay_microseconds = 500
     assert before == after  # nothing else moved
+    # inter-op 0 leaves the parameter out (it aborts NVIDIA's backend before 25.11 when several models set it)
+    unset = parse_pbtxt(rewrite_config(rewrite_config(original, Trial(1, 1, 2, 500)), Trial(1, 0, 2, 500)))
+    assert "INTER_OP_THREAD_COUNT" not in unset.parameters
 
 
 def test_tune_smoke_writes_only_when_asked(minilm_export, tmp_path):

@@ -15,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from exporter.corpus import build_corpus  # noqa: E402
 from exporter.errors import ServerError  # noqa: E402
 from exporter.export import ExportOptions, export_model  # noqa: E402
-from exporter.server import TritonServer, find_tritonserver  # noqa: E402
+from exporter.triton.binary import find_tritonserver  # noqa: E402
+from exporter.triton.server import TritonServer  # noqa: E402
 from exporter.text_models import bucket_sizes, ensemble_config, tokenizer_config  # noqa: E402
 from exporter.triton_config import parse_pbtxt  # noqa: E402
 

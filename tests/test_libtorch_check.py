@@ -15,12 +15,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from exporter.errors import TeiExportError  # noqa: E402
+from exporter.libtorch import find_compiler  # noqa: E402
 from exporter.libtorch_check import (  # noqa: E402
     LibtorchRunError,
     build_checker,
     cached_checker,
     check_libtorch,
-    find_compiler,
     run_libtorch_cases,
     run_libtorch_model,
 )

@@ -14,8 +14,9 @@ from exporter.cli import main
 from exporter.errors import UnsupportedModelError
 from exporter.export import ExportOptions, export_model
 from exporter.pt2 import PT2_FILENAME, load_pt2
-from exporter.repository_view import legacy_config_text, present_repository
-from exporter.server import TritonServer
+from exporter.triton.backends import COMPAT_BACKEND_NAME
+from exporter.triton.repository_view import legacy_config_text, present_repository
+from exporter.triton.server import TritonServer
 from exporter.tokens import encode_batch, feature_names, load_tokenizer
 from exporter.triton_config import read_config
 from exporter.verify import verify_repository
@@ -74,17 +75,18 @@ def test_feature_names_map_ordinals_to_the_models_inputs():
 
 
 def test_legacy_view_of_a_torch_aoti_config(minilm_pt2_export, minilm_export):
-    text = legacy_config_text(minilm_pt2_export.target.model_dir / "config.pbtxt")
+    text = legacy_config_text(minilm_pt2_export.target.model_dir / "config.pbtxt", COMPAT_BACKEND_NAME)
     from exporter.triton_config import parse_pbtxt
 
     cfg = parse_pbtxt(text)
-    assert (cfg.platform, cfg.backend, cfg.default_model_filename) == ("", "pytorch", "model.pt2")
+    assert (cfg.platform, cfg.backend, cfg.default_model_filename) == ("", COMPAT_BACKEND_NAME, "model.pt2")
     assert [t.name for t in cfg.input] == ["INPUT__0", "INPUT__1", "INPUT__2"] and cfg.max_batch_size == 0
-    # no view without the compatibility backend (a real libtriton_pytorch.so gets the repository as exported)
+    # no view for a server that ships its own backend folder (it gets the repository as exported)
     repo = minilm_pt2_export.target.repo
-    assert present_repository(repo, compat_backend=False).root == repo.absolute()
+    assert present_repository(repo, aoti_backend=None).root == repo.absolute()
     # a TorchScript-only repository needs no view either
-    assert not present_repository(minilm_export.target.repo, compat_backend=True).presented
+    view = present_repository(minilm_export.target.repo, aoti_backend=COMPAT_BACKEND_NAME)
+    assert not view.presented and not view.temporary
 
 
 def test_served_by_the_bundled_tritonserver(binary, minilm_pt2_export, minilm_export, tmp_path):
@@ -95,11 +97,14 @@ def test_served_by_the_bundled_tritonserver(binary, minilm_pt2_export, minilm_ex
         shutil.copytree(result.target.model_dir, repo / result.target.name)
     exported_config = (repo / "minilm_pt2" / "config.pbtxt").read_text()
     with TritonServer(repo, binary=binary, cache_dir=tmp_path / "cache", log_path=tmp_path / "triton.log") as srv:
-        assert srv.compat_backend, "the bundled server has no libtriton_pytorch.so"
         view = srv.view.root
         assert srv.view.presented == ("minilm_pt2",) and view != repo
-        assert read_config(view / "minilm_pt2" / "config.pbtxt").backend == "pytorch"
+        assert read_config(view / "minilm_pt2" / "config.pbtxt").backend == COMPAT_BACKEND_NAME
         assert set(srv.models) == {"minilm", "minilm_pt2"}
+        # torch_aoti goes to the compatibility backend whichever backend serves TorchScript (NVIDIA's, when built)
+        assert srv.served_by("minilm_pt2").startswith("compatibility backend")
+        assert srv.served_by("minilm") == ("compatibility backend (model.py)" if srv.compat_backend
+                                           else srv.backends.nvidia_label)
         reports = [verify_repository(repo, url=url, protocols=(protocol,), libtorch=False, corpus_size=12)
                    for protocol, url in (("http", srv.http_url), ("grpc", srv.grpc_url))]
         log = srv.log_text()
@@ -110,7 +115,7 @@ def test_served_by_the_bundled_tritonserver(binary, minilm_pt2_export, minilm_ex
         # batch 16 went out as one request of 16 rows: the batch is part of the request's shape
         assert any(r.label.startswith("batch 16") and r.requests == -(-r.texts // 16) for r in pt2.runs)
         assert pt2.inferences == pt2.executions > 0
-    assert "presented to this server as backend \"pytorch\"" in log and "PT2_ORDINAL" in log
+    assert f"presented to this server as backend \"{COMPAT_BACKEND_NAME}\"" in log and "PT2_ORDINAL" in log
     assert not view.exists(), "the view is removed with the server"
     assert (repo / "minilm_pt2" / "config.pbtxt").read_text() == exported_config
 
@@ -165,7 +170,7 @@ def test_view_leaves_unparseable_configs_to_triton(minilm_pt2_export, tmp_path):
     shutil.copytree(minilm_pt2_export.target.model_dir, repo / "aoti", symlinks=True)
     (repo / "garbage").mkdir()
     (repo / "garbage" / "config.pbtxt").write_text("max_batch_size: oops\n")
-    view = present_repository(repo, compat_backend=True)
+    view = present_repository(repo, aoti_backend=COMPAT_BACKEND_NAME)
     try:
         assert view.presented == ("aoti",)
         assert (view.root / "garbage").resolve() == (repo / "garbage").resolve()  # linked as it is

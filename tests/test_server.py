@@ -1,8 +1,10 @@
-"""Real tritonserver (the one bundled in nvidia-pytriton) serving TorchScript through exporter.server.
+"""Real tritonserver (the one bundled in nvidia-pytriton) serving TorchScript through exporter.triton.server.
 
-One server per module serves all-MiniLM-L6-v2 (exported by exporter.export, the session's ``minilm_export``) and a
-few tiny scripted models;
-a second, short-lived server checks that a broken model makes TritonServer raise with the server's load error.
+The server runs with the backend ``auto`` picks: NVIDIA's libtriton_pytorch.so built by the set-up (``tei-export
+backend build``), else the compatibility backend. One server per module serves all-MiniLM-L6-v2 (exported by
+exporter.export, the session's ``minilm_export``) and a few tiny scripted models; short-lived servers check that a
+broken model makes TritonServer raise with the server's load error. tests/test_differential.py runs the same kind of
+cases on both backends side by side.
 """
 from __future__ import annotations
 
@@ -16,12 +18,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import _triton_fixtures as fx  # noqa: E402  (tests/ is on sys.path under pytest's rootdir-less import mode)
 from exporter.errors import ServerError  # noqa: E402
-from exporter.server import (  # noqa: E402
-    COMPAT_MODEL_PY,
-    TritonServer,
-    find_tritonserver,
-    prepare_backends,
-)
+from exporter.triton.backends import COMPAT_BACKEND_NAME, COMPAT_MODEL_PY, prepare_backends  # noqa: E402
+from exporter.triton.binary import find_tritonserver  # noqa: E402
+from exporter.triton.server import TritonServer  # noqa: E402
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
@@ -112,18 +111,41 @@ def test_find_tritonserver_errors(tmp_path):
 
 
 def test_backend_assembled(binary, cache_dir):
-    setup = prepare_backends(binary, cache_dir)
+    setup = prepare_backends(binary, "compat", cache_dir)
     if (binary.backend_dir / "pytorch" / "libtriton_pytorch.so").is_file():  # pragma: no cover - NGC image
-        assert not setup.compat and setup.backend_dir == binary.backend_dir
-        return
-    assert setup.compat and "compatibility backend in use" in setup.describe()
+        assert prepare_backends(binary, "auto", cache_dir).backend_dir == binary.backend_dir
+    assert setup.compat and "compatibility backend (Python, model.py) stands in" in setup.describe()
     folder = setup.backend_dir
     assert (folder / "python" / "libtriton_python.so").is_file()
     stub = folder / "python" / "triton_python_backend_stub"
     assert stub.is_file() and os.access(stub, os.X_OK)
     assert (folder / "pytorch" / "model.py").read_bytes() == COMPAT_MODEL_PY.read_bytes()
+    assert (folder / COMPAT_BACKEND_NAME / "model.py").read_bytes() == COMPAT_MODEL_PY.read_bytes()
     assert not (folder / "pytorch" / "libtriton_pytorch.so").exists()
-    assert prepare_backends(binary, cache_dir).backend_dir == folder  # cached, not rebuilt
+    assert prepare_backends(binary, "compat", cache_dir).backend_dir == folder  # cached, not rebuilt
+
+
+def test_backend_choice_nvidia(binary, cache_dir, nvidia_backend):
+    setup = prepare_backends(binary, "nvidia", cache_dir)
+    assert not setup.compat and setup.library == nvidia_backend.library
+    if setup.origin == "built":
+        library = setup.backend_dir / "pytorch" / "libtriton_pytorch.so"
+        assert library.resolve() == nvidia_backend.library.resolve() and not (library.parent / "model.py").exists()
+        assert (setup.backend_dir / "python" / "libtriton_python.so").is_file()  # the tokenizer model's backend
+        assert (setup.backend_dir / COMPAT_BACKEND_NAME / "model.py").is_file()  # torch_aoti on this server
+        assert f"pytorch_backend {setup.branch} built from source" in setup.describe()
+
+
+def test_backend_choice_refused(binary, cache_dir, monkeypatch):
+    with pytest.raises(ServerError, match="unknown backend choice 'fast'"):
+        prepare_backends(binary, "fast", cache_dir)
+    monkeypatch.setenv("TEI_EXPORT_CACHE", str(cache_dir / "empty-cache"))  # no build of NVIDIA's backend there
+    if not (binary.backend_dir / "pytorch" / "libtriton_pytorch.so").is_file():
+        with pytest.raises(ServerError, match="NVIDIA's LibTorch backend is not available") as err:
+            prepare_backends(binary, "nvidia", cache_dir)
+        assert "tei-export backend build" in str(err.value)
+        auto = prepare_backends(binary, "auto", cache_dir)
+        assert auto.compat and "no build of NVIDIA's backend" in auto.describe()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -150,7 +172,7 @@ def compat(binary):
 def test_compat_is_self_contained():
     source = COMPAT_MODEL_PY.read_text()
     imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
-    assert imports <= {"json", "os", "torch", "triton_python_backend_utils"}, imports
+    assert imports <= {"json", "os", "re", "numpy", "torch", "triton_python_backend_utils"}, imports
 
 
 def test_compat_input_matching(compat):
@@ -160,14 +182,19 @@ def test_compat_input_matching(compat):
                                                                                            "FORWARD_ARGUMENT")
     # <anything>__<index>
     assert compat.match_inputs(["B__1", "A__0", "C__2"], args) == ([1, 0, 2], "NAMED_INDEX")
+    # the C++ code reads the index after the FIRST "__": "my__ids__0" has the index text "ids__0", not a number
+    assert compat.match_inputs(["my__ids__0", "b__1", "c__2"], args) == ([0, 1, 2], "STRICT_CONFIG_ORDERING")
+    assert compat.match_inputs(["c__2", "a__1", "b__"], args) == ([2, 1, 0], "NAMED_INDEX")  # "" reads as 0
     # neither: config order
     assert compat.match_inputs(["ids", "mask", "types"], args) == ([0, 1, 2], "STRICT_CONFIG_ORDERING")
-    with pytest.raises(compat.CompatBackendError, match="configuration expects 2 inputs, model provides 3"):
+    # batch-input targets take their place after the config inputs, by the same convention
+    assert compat.match_inputs(["x"], ["offsets", "x"], batch_targets=["offsets"]) == ([1, 0], "FORWARD_ARGUMENT")
+    with pytest.raises(compat.CompatBackendError, match="configuration expects 2 inputs, model provides 3$"):
         compat.match_inputs(["input_ids", "attention_mask"], args)
     with pytest.raises(compat.CompatBackendError, match="index 5"):
         compat.match_inputs(["a__0", "b__5", "c__1"], args)
-    with pytest.raises(compat.CompatBackendError, match="repeat an index"):
-        compat.match_inputs(["a__0", "b__0", "c__1"], args)
+    # a repeated index loads (as in the C++ backend); the argument left unset fails every request instead
+    assert compat.match_inputs(["a__0", "b__0", "c__1"], args) == ([0, 0, 1], "NAMED_INDEX")
 
 
 def test_compat_output_rules(compat):
@@ -177,7 +204,9 @@ def test_compat_output_rules(compat):
     assert compat.match_outputs(["embedding", "tokens"]) == ([0, 1], "STRICT_CONFIG_ORDERING")
     x = torch.ones(2, 3)
     assert len(compat.flatten_outputs(x)) == 1 and len(compat.flatten_outputs((x, x))) == 2
-    for bad, needle in (({"y": x}, "dict"), ([x, x], "list"), (torch.tensor(1.0), "0-dim"), ((x, 3), "int")):
+    assert compat.flatten_outputs(["a", "b"]) == [["a", "b"]]  # List[str] is an output too
+    for bad, needle in (({"y": x}, "List / Dictionary of Tensors"), ([x, x], r"received List\[Tensor\]"),
+                        (3.0, "or a Scalar"), ((x, [x]), r"output at index 1 must be of type Tensor or List\[str\]")):
         with pytest.raises(compat.CompatBackendError, match=needle):
             compat.flatten_outputs(bad)
 
@@ -201,16 +230,45 @@ def test_compat_pt2_rules(compat):
 
 
 def test_compat_parameters(compat):
-    for text in ("true", "ON", "1", " True "):
+    # backend_common's ParseBoolValue: these six words in any case, nothing else (not even surrounding spaces)
+    for text in ("true", "ON", "1", "True"):
         assert compat.parse_bool("INFERENCE_MODE", text) is True
     for text in ("false", "off", "0"):
         assert compat.parse_bool("INFERENCE_MODE", text) is False
-    with pytest.raises(compat.CompatBackendError, match="true/false/on/off/1/0"):
-        compat.parse_bool("INFERENCE_MODE", "yes")
+    for text in ("yes", " true"):
+        with pytest.raises(compat.CompatBackendError, match=f"failed to convert '{text}' to boolean"):
+            compat.parse_bool("INFERENCE_MODE", text)
+    # std::stoi: leading spaces and a sign, the digits; the rest is ignored
+    assert [compat.parse_int("N", t) for t in ("2", " 4", "3threads", "-1")] == [2, 4, 3, -1]
+    with pytest.raises(compat.CompatBackendError, match="failed to convert 'two' to integral number"):
+        compat.parse_int("N", "two")
+    with pytest.raises(compat.CompatBackendError, match="aborts the whole server"):
+        compat.parse_int("N", "99999999999")
     config = {"parameters": {"INTRA_OP_THREAD_COUNT": {"string_value": "2"}}}
     assert compat.read_parameters(config) == {"INTRA_OP_THREAD_COUNT": "2"}
-    with pytest.raises(compat.CompatBackendError, match="TYPE_BF16"):
+    with pytest.raises(compat.CompatBackendError, match="unsupported datatype TYPE_BF16"):
         compat.torch_dtype("TYPE_BF16", "input 'x'")
+
+
+def test_compat_batch_inputs(compat):
+    import torch
+
+    shapes = [(1, 2), (1, 3), (1, 1)]  # three ragged requests of 2, 3 and 1 elements
+    assert compat.batch_input_tensor("BATCH_ELEMENT_COUNT", torch.int32, shapes).tolist() == [2, 3, 1]
+    assert compat.batch_input_tensor("BATCH_ACCUMULATED_ELEMENT_COUNT", torch.int32, shapes).tolist() == [2, 5, 6]
+    assert compat.batch_input_tensor("BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO", torch.float32,
+                                     shapes).tolist() == [0.0, 2.0, 5.0, 6.0]
+    assert compat.batch_input_tensor("BATCH_MAX_ELEMENT_COUNT_AS_SHAPE", torch.int32, shapes).shape == (3,)
+    assert compat.batch_input_tensor("BATCH_ITEM_SHAPE", torch.int32, [(2, 4), (1, 3)]).tolist() == [[4], [4], [3]]
+    assert compat.batch_input_tensor("BATCH_ITEM_SHAPE_FLATTEN", torch.int32, [(2, 4), (1, 3)]).tolist() == [4, 4, 3]
+
+
+def test_compat_interop_claim(compat, tmp_path):
+    compat.claim_interop_threads(str(tmp_path), "a")
+    compat.claim_interop_threads(str(tmp_path), "a")  # another instance of the same model: one ModelState in C++
+    with pytest.raises(compat.CompatBackendError, match="cannot set number of interop threads") as err:
+        compat.claim_interop_threads(str(tmp_path), "b")
+    assert "model 'b' sets INTER_OP_THREAD_COUNT after model 'a' did" in str(err.value)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -221,10 +279,17 @@ def test_server_ready(server, http):
     assert server.http_url.startswith("127.0.0.1:") and server.grpc_url.startswith("127.0.0.1:")
     assert http.is_server_ready() and http.is_model_ready("minilm")
     assert http.get_server_metadata()["version"] == server.binary.version
+    config = http.get_model_config("minilm")
+    assert config["backend"] == "pytorch"
     if server.compat_backend:
-        config = http.get_model_config("minilm")
-        assert config["backend"] == "pytorch" and config.get("runtime") == "model.py"
+        assert config.get("runtime") == "model.py"
         assert "tei-export LibTorch compatibility backend" in server.log_text()
+        assert server.served_by("minilm") == "compatibility backend (model.py)"
+    else:  # NVIDIA's shared library, as its own log line says
+        assert config.get("runtime", "") != "model.py"
+        assert "TRITONBACKEND_Initialize: pytorch" in server.log_text()
+        assert "compatibility backend" not in server.log_text()
+        assert server.served_by("minilm").startswith("NVIDIA C++ libtriton_pytorch.so")
 
 
 def test_http_matches_sentence_transformers(http, st_model):
@@ -274,9 +339,9 @@ def test_concurrent_requests_are_batched(http, st_model):
     pytest.fail(f"8 concurrent requests never shared an execution (executions {exe1 - exe0})")
 
 
-def test_ragged_requests_run_in_groups(server):
-    # allow_ragged_batch lets the batcher hand rows of different lengths to one execute(); the backend must
-    # run them in groups of equal shape instead of failing to concatenate
+def test_ragged_requests_share_an_execution(server):
+    # allow_ragged_batch lets the batcher merge requests of different lengths: the backend hands forward() all of
+    # their elements as one flat tensor and the end offsets as the batch input; one answer row per request
     client = httpclient.InferenceServerClient(server.http_url, concurrency=6)
     try:
         arrays = [np.arange(n + 1, dtype=np.float32).reshape(1, -1) for n in (1, 2, 1, 3, 2, 1)]
@@ -363,7 +428,7 @@ def test_output_dtype_mismatch_is_a_request_error(http, grpc):
 def test_dict_output_is_refused(http, st_model):
     item = httpclient.InferInput("x", [1, 2], "FP32")
     item.set_data_from_numpy(np.ones((1, 2), dtype=np.float32))
-    _expect_error(lambda: http.infer("dict_out", [item]), "dict", "Tuple of Tensors")
+    _expect_error(lambda: http.infer("dict_out", [item]), "PyTorch execute failure", "List / Dictionary of Tensors")
     _good_request(http, st_model)
 
 
@@ -372,7 +437,7 @@ def test_bad_models_fail_to_load(binary, cache_dir, tmp_path):
     fx.write_bad_models(repo)
     srv, text = fx.start_must_fail(repo, binary, cache_dir=cache_dir, startup_timeout=120)
     assert "'bad_args'" in text and "configuration expects 2 inputs, model provides 1" in text
-    assert "'bad_param'" in text and "INFERENCE_MODE='maybe' is not a boolean" in text
+    assert "'bad_param'" in text and "failed to convert 'maybe' to boolean" in text
     assert "\nAt:" not in text  # the stub's traceback is left in the log
     assert str(srv.log_path) in text
     with pytest.raises(ProcessLookupError):  # start() stopped what it had started
@@ -388,8 +453,11 @@ def test_unparseable_config_and_missing_version(binary, cache_dir, tmp_path):
 
 
 def test_pair_parameters_applied(server):
-    line = next(l for l in server.log_text().splitlines() if "model 'pair':" in l)
-    assert "inference_mode=False" in line and "optimized_execution=False" in line
+    # both backends log the C++ backend's lines for the parameters they applied
+    log = server.log_text()
+    assert "Inference Mode is disabled for model instance 'pair'" in log
+    assert "Optimized execution is disabled for model instance 'pair'" in log
+    assert "Inference Mode is enabled for model instance 'minilm'" in log
 
 
 def test_missing_repository(binary, tmp_path):
@@ -404,7 +472,8 @@ def test_stop_leaves_no_process(server):
     pgid = server.pgid
     members = fx.group_members(pgid)
     assert server.pid in members
-    assert len(members) >= 2, "the Python backend stubs should run in the server's process group"
+    if server.compat_backend:  # NVIDIA's backend runs in the server process; the compatibility one in stubs
+        assert len(members) >= 2, "the Python backend stubs should run in the server's process group"
     server.stop()
     assert not server.running
     with pytest.raises(ProcessLookupError):

@@ -105,7 +105,7 @@ def test_wheel_contains_templates_and_backend(tmp_path):
     wheel = next(tmp_path.glob("tei_export-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "exporter/templates/config.pbtxt.j2" in names
-    assert "exporter/compat_backend/model.py" in names
+    assert "exporter/triton/compat_backend/model.py" in names
     assert "exporter/cpp/libtorch_check.cpp" in names
     assert "exporter/cli.py" in names
 

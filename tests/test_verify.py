@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from exporter.cli import main
 from exporter.errors import VerificationError
 from exporter.export import ExportOptions, export_model
-from exporter.libtorch_check import find_compiler
-from exporter.server import TritonServer
+from exporter.libtorch import find_compiler
+from exporter.triton.server import TritonServer
 from exporter.verify import Run, verify_repository
 
 RUNS = (Run(1, 1), Run(8, 1), Run(1, 6))
@@ -51,8 +51,14 @@ def test_minilm_and_bge_shape_parity_over_http_and_grpc(repo, server):
 def test_verify_starts_its_own_server_and_checks_libtorch(repo):
     report = verify_repository(repo, names=["minilm"], corpus_size=8, runs=(Run(4, 2),))
     assert report.passed, report.table()
-    assert "tritonserver 2." in report.server and "compatibility backend in use" in report.server
+    assert "tritonserver 2." in report.server and "LibTorch backend" in report.server
     assert [c.protocol for c in report.checks] == ["http", "grpc"]
+    # the report names what served the model, as the server itself reports the model's config
+    compat = "compatibility backend (Python, model.py)" in report.server
+    for check in report.checks:
+        assert check.served_by == ("compatibility backend (model.py)" if compat else
+                                   "NVIDIA C++ libtriton_pytorch.so (r24.10)"), check.served_by
+    assert f"minilm served by {report.checks[0].served_by}" in report.table()
     (lt,) = report.libtorch
     if find_compiler():
         assert lt["ok"] and not lt["skipped"] and lt["max_abs_diff"] <= 1e-5

@@ -1,0 +1,437 @@
+"""The ``tritonserver`` process: started on free local ports in its own process group, waited on until every model
+is READY (or :class:`~exporter.errors.ServerError` with the server's own load error), stopped with its whole group.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ..errors import ServerError
+from .backends import BackendSetup, prepare_backends
+from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
+from .hazards import explains_abort, interop_hazards
+from .process import free_port, signal_name, stop_group
+from .repository_view import RepositoryView, present_repository
+from .server_log import error_lines, first_paragraph, last_lines, model_error_lines
+
+# Where the compatibility backend's stub processes keep what NVIDIA's backend keeps process-wide (which model set
+# the inter-op thread count); a folder per server, removed with it.
+COMPAT_STATE_ENV = "TEI_EXPORT_COMPAT_STATE"
+
+
+def client_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+_LIVE_SERVERS: "set[TritonServer]" = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    with _LIVE_LOCK:
+        servers = list(_LIVE_SERVERS)
+    for server in servers:
+        try:
+            server.stop(timeout=10)
+        except Exception:
+            pass
+
+
+class TritonServer:
+    """A tritonserver process serving ``model_repository`` (use as a context manager, or ``start()``/``stop()``).
+
+    ``http_url`` and ``grpc_url`` are ``host:port`` strings, the form ``tritonclient`` takes.
+
+    * ``binary``: a :class:`TritonBinary`, a path (see :func:`find_tritonserver`), or None to search.
+    * ``host``: address for HTTP and gRPC (and metrics when ``metrics``); ports are picked free unless given.
+    * ``model_control_mode``: ``none`` (every model loaded at start), ``explicit`` (``load_models``), ``poll``.
+    * ``startup_timeout``: seconds to wait until the server and every expected model are READY.
+    * ``stop_timeout``: seconds :meth:`stop` waits after SIGTERM before SIGKILL; ``exit_timeout`` is the server's
+      own ``--exit-timeout-secs`` (how long it waits for open connections and in-flight requests).
+    * ``auto_complete_config``: off by default, as the LibTorch backend has none (and with the compatibility
+      backend it would cost one extra torch-importing process per model).
+    * ``log_path``: the server's stdout and stderr (and its backend stubs'); a temp file when None.
+    * ``backend_config``: ``--backend-config`` values, e.g. ``python,shm-default-byte-size=...``.
+    * ``backend``: which LibTorch backend serves pytorch_libtorch models: ``auto``, ``nvidia`` or ``compat`` (see
+      :mod:`exporter.triton.backends`); ``backends``: an already prepared :class:`BackendSetup` instead.
+    * ``cache_dir``: where assembled backend folders are kept (see :func:`~exporter.triton.backends.prepare_backends`).
+    * ``env``: base environment instead of ``os.environ`` (the binary's additions and the venv ``bin`` still apply).
+    """
+
+    def __init__(
+        self,
+        model_repository: str | os.PathLike,
+        *,
+        binary: TritonBinary | str | os.PathLike | None = None,
+        host: str = "127.0.0.1",
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        metrics: bool = False,
+        model_control_mode: str = "none",
+        load_models: Sequence[str] = (),
+        startup_timeout: float = 180.0,
+        stop_timeout: float = 30.0,
+        exit_timeout: int = 5,
+        auto_complete_config: bool = False,
+        log_path: str | os.PathLike | None = None,
+        log_verbose: int = 0,
+        backend_config: Sequence[str] = (),
+        backend: str | None = None,
+        backends: BackendSetup | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ):
+        self.model_repository = Path(model_repository).absolute()
+        self._binary_arg = binary
+        self.host = host
+        self._ports_given = (http_port, grpc_port, metrics_port)
+        self.metrics = metrics
+        if model_control_mode not in ("none", "explicit", "poll"):
+            raise ServerError(
+                f"unknown model control mode '{model_control_mode}'", fix="use one of none, explicit, poll"
+            )
+        self.model_control_mode = model_control_mode
+        self.load_models = tuple(load_models)
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.exit_timeout = exit_timeout
+        self.auto_complete_config = auto_complete_config
+        self._log_path_arg = Path(log_path) if log_path is not None else None
+        self.log_verbose = log_verbose
+        self.backend_config = tuple(backend_config)
+        self.cache_dir = cache_dir
+        self.extra_args = tuple(extra_args)
+        self._base_env = env
+        self._binary: TritonBinary | None = binary if isinstance(binary, TritonBinary) else None
+        self.backend_choice = backend
+        self.backends: BackendSetup | None = backends
+        self.warnings: list[str] = []  # repository settings that crash some backend releases (see hazards)
+        self.view: RepositoryView | None = None  # what --model-repository points at while the server runs
+        self._proc: subprocess.Popen | None = None
+        self._pgid: int | None = None
+        self._log_file = None
+        self._log_path: Path | None = None
+        self.http_port = self.grpc_port = self.metrics_port = None
+        self._models: tuple[str, ...] = ()
+        self._compat_state: Path | None = None
+        self.command: list[str] = []
+
+    # -- properties -------------------------------------------------------------------------------------------
+    @property
+    def binary(self) -> TritonBinary | None:
+        return self._binary
+
+    @property
+    def http_url(self) -> str:
+        return f"{client_host(self.host)}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{client_host(self.host)}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://{client_host(self.host)}:{self.metrics_port}/metrics" if self.metrics else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Names of the models that are READY (as found at startup)."""
+        return self._models
+
+    @property
+    def compat_backend(self) -> bool:
+        return bool(self.backends and self.backends.compat)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def pgid(self) -> int | None:
+        return self._pgid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_text(self) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        return self._log_path.read_text(encoding="utf-8", errors="replace")
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def __enter__(self) -> "TritonServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "TritonServer":
+        if self.running:
+            return self
+        if not self.model_repository.is_dir():
+            raise ServerError(
+                "the model repository does not exist",
+                fix="export a model first or pass the folder that holds <model>/config.pbtxt",
+                where=str(self.model_repository),
+            )
+        if self._binary is None:
+            arg = self._binary_arg
+            self._binary = find_tritonserver(None if arg is None else str(arg))
+        if self.backends is None:
+            self.backends = prepare_backends(self._binary, self.backend_choice, self.cache_dir)
+        explicit = self.model_control_mode == "explicit" and "*" not in self.load_models
+        self.warnings = [*interop_hazards(self.model_repository, list(self.load_models) if explicit else None),
+                         *self.backends.notes]
+        attempts = 1 if all(p is not None for p in self._ports_given[:2]) else 3
+        for attempt in range(attempts):
+            self._launch()
+            try:
+                self._wait_ready()
+                return self
+            except _PortInUse as busy:
+                self.stop()
+                if attempt + 1 == attempts:
+                    raise ServerError(
+                        f"tritonserver could not bind its ports on {self.host} (HTTP {self.http_port}, "
+                        f"gRPC {self.grpc_port}): {busy}",
+                        fix="choose other ports or stop the process that holds them",
+                        where=str(self._log_path),
+                    ) from None
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def _launch(self) -> None:
+        http_port, grpc_port, metrics_port = self._ports_given
+        self.http_port = http_port or free_port(self.host)
+        self.grpc_port = grpc_port or free_port(self.host)
+        while self.grpc_port == self.http_port:
+            self.grpc_port = free_port(self.host)
+        assert self._binary is not None and self.backends is not None
+        self.view = present_repository(self.model_repository, self.backends.aoti_backend)
+        cmd = [
+            str(self._binary.path),
+            f"--model-repository={self.view.root}",
+            f"--backend-directory={self.backends.backend_dir}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--model-control-mode={self.model_control_mode}",
+            "--exit-on-error=false",
+            "--strict-readiness=true",
+            f"--log-verbose={self.log_verbose}",
+            f"--exit-timeout-secs={int(self.exit_timeout)}",
+        ]
+        if not self.auto_complete_config:
+            # the LibTorch backend has no auto-complete; with the Python backend it would start one extra stub
+            # process (importing torch) per model just to ask model.py for a config
+            cmd.append("--disable-auto-complete-config")
+        if self.metrics:
+            self.metrics_port = metrics_port or free_port(self.host)
+            cmd += [f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}"]
+        else:
+            cmd.append("--allow-metrics=false")
+        for name in self.load_models:
+            cmd.append(f"--load-model={name}")
+        for item in self.backend_config:
+            cmd.append(f"--backend-config={item}")
+        cmd += list(self.extra_args)
+        self.command = cmd
+
+        if self._log_path_arg is not None:
+            self._log_path = self._log_path_arg
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(fd)
+            self._log_path = Path(name)
+        self._log_file = open(self._log_path, "wb")
+        self._log_file.write(("$ " + " ".join(cmd) + "\n").encode())
+        if self.view.presented:
+            self._log_file.write(f"tei-export: {self.view.describe()}\n".encode())
+        self._log_file.flush()
+        self._compat_state = Path(tempfile.mkdtemp(prefix="tei-export-compat-state-"))
+        env = self._binary.environment(self._base_env)
+        env[COMPAT_STATE_ENV] = str(self._compat_state)
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as err:
+            self._log_file.close()
+            raise ServerError(f"cannot start tritonserver: {err}", fix=INSTALL_HINT, where=str(self._binary.path))
+        self._pgid = self._proc.pid  # start_new_session: the server leads its own group
+        with _LIVE_LOCK:
+            _LIVE_SERVERS.add(self)
+
+    def _wait_ready(self) -> None:
+        import tritonclient.http as httpclient
+
+        deadline = time.monotonic() + self.startup_timeout
+        client = httpclient.InferenceServerClient(self.http_url, connection_timeout=5.0, network_timeout=30.0)
+        try:
+            # 1. the HTTP endpoint answers (in mode none, models are loaded before the endpoints open)
+            while True:
+                self._check_alive()
+                try:
+                    if client.is_server_live():
+                        break
+                except Exception:
+                    pass
+                self._check_deadline(deadline, "to answer on HTTP")
+                time.sleep(0.2)
+            # 2. every expected model READY, or the server's reason why not. The initial load (mode none, poll, and
+            #    --load-model in explicit mode) is over before the endpoints open: only LOADING is worth waiting on.
+            while True:
+                self._check_alive()
+                index = client.get_model_repository_index()
+                expected = self._expected_models(index)
+                by_name: dict[str, list[dict]] = {}
+                for entry in index:
+                    by_name.setdefault(entry.get("name", ""), []).append(entry)
+                loading = [n for n in expected if any(e.get("state") == "LOADING" for e in by_name.get(n, []))]
+                if not loading:
+                    break
+                self._check_deadline(deadline, f"to load {', '.join(loading)}")
+                time.sleep(0.25)
+            log = self.log_text()
+            failed = []
+            for name in expected:
+                entries = by_name.get(name, [])
+                if any(e.get("state") == "READY" for e in entries):
+                    continue
+                reasons = []
+                for e in entries:
+                    if e.get("reason"):
+                        version = f" version {e['version']}" if e.get("version") else ""
+                        reasons.append(f"'{name}'{version}: {first_paragraph(e['reason'])}")
+                if not reasons:
+                    found = model_error_lines(log, name)
+                    if found:
+                        reasons.append(f"'{name}': {found}")
+                    elif not entries:
+                        reasons.append(f"'{name}': not found in the model repository")
+                    else:
+                        reasons.append(f"'{name}': not loaded (state {entries[0].get('state') or 'none'})")
+                failed.extend(reasons)
+            if failed:
+                raise ServerError(
+                    "tritonserver failed to load " + "; ".join(failed),
+                    fix="correct the model or its config.pbtxt; the full server log is at " + str(self._log_path),
+                    where=str(self.model_repository),
+                )
+            while not client.is_server_ready():
+                self._check_alive()
+                if "failed to load all models" in self.log_text():
+                    raise ServerError(
+                        f"tritonserver failed to load all models: {error_lines(self.log_text())}",
+                        fix=f"read the server log at {self._log_path}",
+                        where=str(self.model_repository),
+                    )
+                self._check_deadline(deadline, "to report ready")
+                time.sleep(0.2)
+            self._models = tuple(sorted(n for n in expected if client.is_model_ready(n)))
+        finally:
+            client.close()
+
+    def _expected_models(self, index: list[dict]) -> list[str]:
+        if self.model_control_mode == "explicit" and "*" not in self.load_models:
+            return sorted(set(self.load_models))
+        names = {e["name"] for e in index if e.get("name")}
+        if self.model_control_mode == "explicit":  # --load-model=* loads every folder
+            return sorted(names)
+        # every folder of the repository is a model to Triton, even one it could not list (no version folder)
+        names.update(p.name for p in self.model_repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(names)
+
+    def _check_alive(self) -> None:
+        if self._proc is None:
+            raise ServerError("tritonserver is not running")
+        code = self._proc.poll()
+        if code is None:
+            return
+        log = self.log_text()
+        if re.search(r"already in use|failed to start (HTTP|GRPC|metrics)", log, re.IGNORECASE):
+            raise _PortInUse(error_lines(log))
+        how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"
+        details = error_lines(log) or last_lines(log)
+        known = explains_abort(log)
+        raise ServerError(
+            f"tritonserver {how} during startup: {details}",
+            fix=(known + "; " if known else "") + f"read the server log at {self._log_path}",
+            where=str(self.model_repository),
+        )
+
+    def _check_deadline(self, deadline: float, what: str) -> None:
+        if time.monotonic() > deadline:
+            raise ServerError(
+                f"tritonserver took longer than {self.startup_timeout:.0f} s {what}; last errors: "
+                f"{error_lines(self.log_text()) or 'none'}",
+                fix=f"raise the startup timeout or read the server log at {self._log_path}",
+                where=str(self.model_repository),
+            )
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM to the server's process group, wait, then SIGKILL whatever of the group is left."""
+        proc, pgid = self._proc, self._pgid
+        try:
+            if proc is not None:
+                stop_group(proc, pgid, self.stop_timeout if timeout is None else timeout)
+        finally:
+            self._proc = None
+            self._pgid = pgid  # keep for callers that check the group is gone
+            if self.view is not None:  # also when no process was launched: the view may exist
+                self.view.remove()
+            if self._compat_state is not None:
+                shutil.rmtree(self._compat_state, ignore_errors=True)
+                self._compat_state = None
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+            with _LIVE_LOCK:
+                _LIVE_SERVERS.discard(self)
+
+    def served_by(self, name: str) -> str:
+        """Which backend serves model ``name``, from its config as the running server reports it."""
+        from ..triton_client import TritonClient
+
+        with TritonClient(self.http_url, "http") as client:
+            served = client.model(name)
+        assert self.backends is not None
+        return self.backends.served_by(served.backend, served.runtime, served.platform)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"TritonServer({self.model_repository}, http={self.http_url}, grpc={self.grpc_url}, {state})"
+
+
+class _PortInUse(Exception):
+    pass

@@ -1,0 +1,48 @@
+"""Reading tritonserver's log: the error lines worth showing a user, per model or overall."""
+from __future__ import annotations
+
+import re
+
+# lines every CPU-only start prints, which explain nothing
+_NOISE = ("CudaDriverHelper has not been initialized", "Unable to allocate pinned system memory")
+
+
+def last_lines(log: str, limit: int = 5) -> str:
+    """The last log records, without the option/model tables."""
+    lines = [line.strip() for line in log.splitlines() if line.strip() and not line.startswith(("+", "|", "$ "))]
+    return " | ".join(lines[-limit:]) or "the log is empty"
+
+
+def first_paragraph(text: str) -> str:
+    """A load error without the Python stub's ``At:`` traceback that follows it."""
+    return text.split("\n\nAt:", 1)[0].strip().rstrip(";").strip()
+
+
+def model_error_lines(log: str, name: str) -> str:
+    """The server's error lines that name model ``name`` (quoted, as Triton writes it)."""
+    quoted = (f"'{name}'", f"'{name}:", f"'{name}/")
+    picked: list[str] = []
+    for line in log.splitlines():
+        if re.match(r"^E\d{4} ", line) and any(q in line for q in quoted):
+            text = line.split("] ", 1)[-1].strip().strip('"')
+            if text not in picked:
+                picked.append(text)
+    return " | ".join(picked)
+
+
+def error_lines(log: str, limit: int = 12) -> str:
+    """The server's error lines (``E1122 ...`` records, ``error: ...``, exceptions, C++ ``what():``), most recent
+    last."""
+    picked = [
+        line.strip()
+        for line in log.splitlines()
+        if not any(noise in line for noise in _NOISE)
+        and (
+            re.match(r"^E\d{4} ", line)
+            or line.lower().startswith("error:")
+            or "Traceback" in line
+            or line.strip().startswith(("what():", "terminate called"))
+            or re.search(r"(Error|Exception):", line)
+        )
+    ]
+    return " | ".join(picked[-limit:])
