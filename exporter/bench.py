@@ -49,6 +49,9 @@ PT2_FP32 = "pt2_fp32"
 GRPC, HTTP, TEXT_GRPC, INFINITY = "triton_grpc", "triton_http", "triton_text_grpc", "infinity_emb"
 IN_PROCESS_MODES = (EAGER, TS_FP32, TS_BF16, PT2_FP32, ORT_FP32)
 SERVER_MODES = (GRPC, HTTP, TEXT_GRPC)  # Triton's; INFINITY is served too, by a peer server
+# The served modes on the compatibility backend when NVIDIA's is measured too (the plain names are NVIDIA's then)
+COMPAT_SUFFIX = "_compat"
+SERVER_MODES_COMPAT = tuple(m + COMPAT_SUFFIX for m in SERVER_MODES)
 WORKLOADS = ("short", "mixed", "long")
 SHORT_MAX_TOKENS = 20
 
@@ -72,6 +75,9 @@ class BenchOptions:
     onnx: bool = True
     server: bool = True
     infinity: str | None = None  # infinity_emb executable; None: $TEI_EXPORT_INFINITY or PATH; "": leave it out
+    # LibTorch backends to serve with, side by side ("nvidia", "compat"); empty: NVIDIA's and the compatibility
+    # backend when NVIDIA's is available, else the compatibility backend alone
+    backends: tuple[str, ...] = ()
     quick: bool = False
     command: str = ""
 
@@ -87,6 +93,9 @@ class BenchOptions:
         if unknown or not self.workloads:
             raise TeiExportError(f"unknown workload(s) {', '.join(sorted(unknown)) or '(none)'}",
                                  fix=f"use some of {', '.join(WORKLOADS)}", where="--workload")
+        if set(self.backends) - {"nvidia", "compat"}:
+            raise TeiExportError(f"unknown backend(s) {', '.join(sorted(set(self.backends) - {'nvidia', 'compat'}))}",
+                                 fix="use nvidia and/or compat", where="--backend")
         if self.threads < 1 or min(self.batches) < 1 or min(self.concurrencies) < 1:
             raise TeiExportError("threads, batch sizes and concurrencies must be at least 1",
                                  fix="pass positive numbers", where="bench options")
@@ -122,6 +131,7 @@ class Cell:
     ratio_to_torchscript_fp32: float | None = None
     ratio_to_onnxruntime_fp32: float | None = None
     reference_batch: int | None = None  # the in-process batch the ratios compare with
+    ratio_to_nvidia_backend: float | None = None  # compatibility-backend cells: seq/s over NVIDIA's same cell
     server_avg_batch: float | None = None  # served: requests per model execution in the timed part (batching)
     client_cpu_cores: float | None = None  # served: CPU the load generator itself used, in cores (of the same box)
     parity: Parity | None = None
@@ -170,18 +180,18 @@ class BenchReport:
 
     def table(self) -> str:
         head = ("mode", "workload", "batch", "conc", "seq/s", "tok/s", "p50 ms", "p95 ms", "p99 ms", "xTS32",
-                "xORT32", "%peak", "srv b", "cli cpu", "parity")
+                "xORT32", "xNV", "%peak", "srv b", "cli cpu", "parity")
         rows = [head]
         for c in self.cells:
             if c.error:
-                rows.append((c.mode, c.workload, str(c.batch), str(c.concurrency), "error", c.error[:60], *[""] * 9))
+                rows.append((c.mode, c.workload, str(c.batch), str(c.concurrency), "error", c.error[:60], *[""] * 10))
                 continue
             ratio = lambda r: "" if r is None else f"{r:.2f}"  # noqa: E731
             par = "" if c.parity is None else ("ok" if c.parity.passed else "FAIL") + f" {c.parity.min_cosine:.6f}"
             rows.append((c.mode, c.workload, str(c.batch), str(c.concurrency), f"{c.seq_per_s:.1f}",
                          f"{c.tokens_per_s:.0f}", f"{c.p50_ms:.2f}", f"{c.p95_ms:.2f}", f"{c.p99_ms:.2f}",
                          ratio(c.ratio_to_torchscript_fp32), ratio(c.ratio_to_onnxruntime_fp32),
-                         f"{100 * c.fraction_of_matmul_peak:.1f}",
+                         ratio(c.ratio_to_nvidia_backend), f"{100 * c.fraction_of_matmul_peak:.1f}",
                          "" if c.server_avg_batch is None else f"{c.server_avg_batch:.1f}",
                          "" if c.client_cpu_cores is None else f"{c.client_cpu_cores:.2f}", par))
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -192,7 +202,8 @@ class BenchReport:
             lines.append(f"server: {self.server}")
             lines.append("srv b: requests per model execution on the server (what the dynamic batcher merged); "
                          "cli cpu: cores the load generator (this process) used meanwhile; "
-                         "served ratios compare with the in-process batch <= the concurrency")
+                         "served ratios compare with the in-process batch <= the concurrency; "
+                         f"xNV: a *{COMPAT_SUFFIX} cell's seq/s over the same cell on NVIDIA's backend")
         for m in self.modes:
             if m.status != "measured" or m.detail:
                 lines.append(f"{m.mode}: {m.status}{' (' + m.detail + ')' if m.detail else ''}")
@@ -731,6 +742,9 @@ def _fill_ratios(report: BenchReport) -> None:
         ts, ort = report.cell(TS_FP32, c.workload, ref_batch), report.cell(ORT_FP32, c.workload, ref_batch)
         c.ratio_to_torchscript_fp32 = c.seq_per_s / ts.seq_per_s if ts and ts.seq_per_s else None
         c.ratio_to_onnxruntime_fp32 = c.seq_per_s / ort.seq_per_s if ort and ort.seq_per_s else None
+        if c.mode.endswith(COMPAT_SUFFIX):
+            nv = report.cell(c.mode[:-len(COMPAT_SUFFIX)], c.workload, concurrency=c.concurrency)
+            c.ratio_to_nvidia_backend = c.seq_per_s / nv.seq_per_s if nv and nv.seq_per_s else None
 
 
 def _targets(report: BenchReport) -> list[dict]:
@@ -877,7 +891,11 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
 
     # -- served modes -------------------------------------------------------------------------------------------
     if options.server:
-        _serve_and_measure(report, options, repo, target, tokenizer, workloads, expected, flop, peak, progress)
+        backends = _served_backends(options)
+        for backend in backends:
+            suffix = COMPAT_SUFFIX if backend == "compat" and len(backends) > 1 else ""
+            _serve_and_measure(report, options, repo, target, tokenizer, workloads, expected, flop, peak, progress,
+                               backend, suffix)
     else:
         for mode in SERVER_MODES:
             report.modes.append(ModeInfo(mode, "not measured: --no-server"))
@@ -904,34 +922,53 @@ def _cell_line(k: int, total: int, c: Cell) -> str:
             f"parity {ok} (min cos {c.parity.min_cosine:.6f})")
 
 
-def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expected, flop, peak, progress):
+def _served_backends(options: BenchOptions) -> tuple[str, ...]:
+    """The backends to serve with: as asked, else NVIDIA's (when the server has it or it was built) and the
+    compatibility backend, side by side."""
+    if options.backends:
+        return tuple(options.backends)
+    from .triton.backends import resolve
+    from .triton.binary import find_tritonserver
+
+    try:
+        nvidia = not resolve(find_tritonserver(), "auto").compat
+    except TeiExportError:
+        nvidia = False
+    return ("nvidia", "compat") if nvidia else ("compat",)
+
+
+def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expected, flop, peak, progress,
+                       backend: str = "compat", suffix: str = ""):
     from .triton.server import TritonServer
     from .triton_client import TritonClient
 
+    grpc_mode, http_mode, text_mode = GRPC + suffix, HTTP + suffix, TEXT_GRPC + suffix
     name = options.model
     text_name = f"{name}_text"
     has_text = (repo / text_name).is_dir()
     server = None
     if has_text:
-        _say(progress, f"starting tritonserver on {repo} (all models, {text_name} included)")
+        _say(progress, f"starting tritonserver on {repo} with the {backend} backend (all models, {text_name} "
+                       "included)")
         try:
-            server = TritonServer(repo).start()
+            server = TritonServer(repo, backend=backend).start()
         except ServerError as err:
-            report.modes.append(ModeInfo(TEXT_GRPC, f"error: the server did not load {text_name}: "
+            report.modes.append(ModeInfo(text_mode, f"error: the server did not load {text_name}: "
                                          f"{first_line(err, 300)}"))
             has_text = False
     if server is None:
-        _say(progress, f"starting tritonserver on {repo} (model {name} only)")
+        _say(progress, f"starting tritonserver on {repo} with the {backend} backend (model {name} only)")
         try:
-            server = TritonServer(repo, model_control_mode="explicit", load_models=[name]).start()
+            server = TritonServer(repo, model_control_mode="explicit", load_models=[name], backend=backend).start()
         except ServerError as err:
-            for mode in (GRPC, HTTP):
+            for mode in (grpc_mode, http_mode):
                 report.modes.append(ModeInfo(mode, f"error: {first_line(err, 300)}"))
-            if not has_text and report.mode(TEXT_GRPC) is None:
-                report.modes.append(ModeInfo(TEXT_GRPC, f"not measured: {text_name} not present in the repository"))
+            if not has_text and report.mode(text_mode) is None:
+                report.modes.append(ModeInfo(text_mode, f"not measured: {text_name} not present in the repository"))
             return
     try:
-        report.server = f"{server.binary.describe()}; {server.backends.describe()}"
+        described = f"{server.binary.describe()}; {server.backends.describe()}"
+        report.server = f"{report.server} | {described}" if report.server else described
         with TritonClient(server.grpc_url, "grpc") as admin:
             served = admin.model(name)
             served_text = admin.model(text_name) if has_text else None
@@ -941,18 +978,20 @@ def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expe
         tol = tolerance_for(target.metadata.dtype, target.metadata.device)
         threads = re.findall(r'key:\s*"(\w*THREAD_COUNT)"\s*value:\s*\{\s*string_value:\s*"(\d+)"',
                              (target.model_dir / "config.pbtxt").read_text())
-        detail = (f"token inputs, one text per request, client-side tokenization (not timed), padded to "
+        detail = (f"{server.served_by(name)}; token inputs, one text per request, client-side tokenization (not timed), "
+                  f"padded to "
                   f"lengths {'/'.join(map(str, options.buckets))} at concurrency > 1; config "
                   f"{', '.join(f'{k}={v}' for k, v in threads)}; the server and this load generator share "
                   f"the machine's cores")
-        report.modes.append(ModeInfo(GRPC, "measured", detail))
-        report.modes.append(ModeInfo(HTTP, "measured", detail))
-        plan = [(GRPC, "grpc", server.grpc_url), (HTTP, "http", server.http_url)]
+        report.modes.append(ModeInfo(grpc_mode, "measured", detail))
+        report.modes.append(ModeInfo(http_mode, "measured", detail))
+        plan = [(grpc_mode, "grpc", server.grpc_url), (http_mode, "http", server.http_url)]
         if served_text is not None:
-            report.modes.append(ModeInfo(TEXT_GRPC, "measured", f"{text_name}: texts in, tokenized on the server"))
-            plan.append((TEXT_GRPC, "grpc", server.grpc_url))
-        elif report.mode(TEXT_GRPC) is None:
-            report.modes.append(ModeInfo(TEXT_GRPC, f"not measured: {text_name} not present in the repository"))
+            report.modes.append(ModeInfo(text_mode, "measured", f"{text_name}: texts in, tokenized on the server; "
+                                         f"{name} on the {server.served_by(name)}"))
+            plan.append((text_mode, "grpc", server.grpc_url))
+        elif report.mode(text_mode) is None:
+            report.modes.append(ModeInfo(text_mode, f"not measured: {text_name} not present in the repository"))
         total = len(plan) * len(workloads) * len(options.concurrencies)
         k = 0
         for workload, texts in workloads.items():
@@ -966,7 +1005,7 @@ def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expe
                 for mode, protocol, url in plan:
                     k += 1
                     cell = Cell(mode, workload, 1, concurrency)
-                    if mode == TEXT_GRPC:
+                    if mode == text_mode:
                         requests = [_text_request(served_text, t) for t in texts]
                         out = served_text.outputs[0].name
                         text_costs = [(c[0], c[0]) for c in costs]
@@ -994,7 +1033,8 @@ def plot(report: BenchReport, path: Path) -> Path:
 
     workloads = list(report.workloads)
     fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.8), squeeze=False)
-    modes = [m for m in (*IN_PROCESS_MODES, *SERVER_MODES, INFINITY) if any(c.mode == m for c in report.cells)]
+    modes = [m for m in (*IN_PROCESS_MODES, *SERVER_MODES, *SERVER_MODES_COMPAT, INFINITY)
+             if any(c.mode == m for c in report.cells)]
     for ax, workload in zip(axes[0], workloads):
         for mode in modes:
             cells = [c for c in report.cells if c.mode == mode and c.workload == workload and c.error is None]

@@ -230,9 +230,12 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
               help="The infinity_emb executable (its own venv) for the peer-server mode (default: "
                    "$TEI_EXPORT_INFINITY, else infinity_emb on PATH; not measured when none is found).")
 @click.option("--no-infinity", is_flag=True, help="Leave infinity-emb out even when it is found.")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(["nvidia", "compat"]),
+              help="LibTorch backend(s) to serve with, side by side (repeatable; default: NVIDIA's and the "
+                   "compatibility backend when NVIDIA's is built, else the compatibility backend).")
 @_friendly_errors
 def bench(repository, model, out, threads, quick, workloads, max_seconds, max_calls, buckets, no_bf16, no_pt2,
-          no_onnx, no_server, infinity, no_infinity):
+          no_onnx, no_server, infinity, no_infinity, backends):
     """Measure MODEL of REPOSITORY in every mode side by side (eager, TorchScript, pt2, ONNX Runtime, Triton)."""
     import os
 
@@ -240,7 +243,8 @@ def bench(repository, model, out, threads, quick, workloads, max_seconds, max_ca
     from .errors import VerificationError
 
     overrides = {k: v for k, v in dict(threads=threads, workloads=tuple(workloads) or None, max_seconds=max_seconds,
-                                       max_calls=max_calls, buckets=tuple(buckets) or None).items()
+                                       max_calls=max_calls, buckets=tuple(buckets) or None,
+                                       backends=tuple(backends) or None).items()
                  if v is not None}
     overrides.update(bf16=not no_bf16, pt2=not no_pt2, onnx=not no_onnx, server=not no_server,
                      infinity="" if no_infinity else infinity, command="tei-export " + " ".join(sys.argv[1:]))

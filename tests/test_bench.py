@@ -11,14 +11,15 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from exporter.bench import (INFINITY_ENV, IN_PROCESS_MODES, INFINITY, PT2_FP32, SERVER_MODES, TS_BF16, WORKLOADS,
-                            BenchOptions, FlopModel, find_infinity, run_bench)
+from exporter.bench import (INFINITY_ENV, IN_PROCESS_MODES, INFINITY, PT2_FP32, SERVER_MODES, SERVER_MODES_COMPAT,
+                            TS_BF16, WORKLOADS, BenchOptions, FlopModel, find_infinity, run_bench)
 from exporter.cli import main
 from exporter.triton.process import group_alive as _group_alive
 
 CELL_KEYS = {"mode", "workload", "batch", "concurrency", "calls", "seqs", "seconds", "seq_per_s", "tokens_per_s",
              "p50_ms", "p95_ms", "p99_ms", "model_gflop_per_s", "fraction_of_matmul_peak",
-             "ratio_to_torchscript_fp32", "ratio_to_onnxruntime_fp32", "reference_batch", "server_avg_batch",
+             "ratio_to_torchscript_fp32", "ratio_to_onnxruntime_fp32", "ratio_to_nvidia_backend", "reference_batch",
+             "server_avg_batch",
              "client_cpu_cores", "parity", "error"}
 
 
@@ -40,9 +41,17 @@ def test_results_shape(quick_run):
     assert data["machine"]["matmul_gflop_per_s"]["fp32"] > 0
     assert set(data["workloads"]) == set(WORKLOADS)
     modes = {m["mode"]: m for m in data["modes"]}
-    assert set(modes) == set(IN_PROCESS_MODES) | set(SERVER_MODES) | {INFINITY}
-    for mode in IN_PROCESS_MODES + ("triton_grpc", "triton_http"):
+    # NVIDIA's backend and the compatibility backend side by side when NVIDIA's is built (plain names: NVIDIA's)
+    both = "NVIDIA's LibTorch backend" in data["server"]
+    assert set(modes) == set(IN_PROCESS_MODES) | set(SERVER_MODES) | {INFINITY} | \
+        (set(SERVER_MODES_COMPAT) if both else set())
+    for mode in IN_PROCESS_MODES + ("triton_grpc", "triton_http") + (("triton_grpc_compat",) if both else ()):
         assert modes[mode]["status"] == "measured", modes[mode]
+    if both:
+        assert modes["triton_grpc"]["detail"].startswith("NVIDIA C++ libtriton_pytorch.so")
+        assert modes["triton_grpc_compat"]["detail"].startswith("compatibility backend (model.py)")
+        compat_cells = [c for c in data["results"] if c["mode"] == "triton_grpc_compat"]
+        assert compat_cells and all(c["ratio_to_nvidia_backend"] > 0 for c in compat_cells)
     # The text ensemble is measured when the repository has one, and says why not otherwise.
     assert modes["triton_text_grpc"]["status"] == "measured" or \
         modes["triton_text_grpc"]["status"].startswith(("not measured", "error"))
