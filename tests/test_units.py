@@ -127,3 +127,34 @@ def test_first_line_of_an_error():
     assert first_line(RuntimeError("")) == ""  # str(err).splitlines()[0] raised IndexError here
     assert first_line(RuntimeError("bad shape\n  at frame 3"), 5) == "bad s"
     assert first_line(RuntimeError("bad shape\n  at frame 3")) == "bad shape"
+
+
+def test_error_text_never_doubles_a_period():
+    from exporter.errors import TeiExportError
+
+    # Library messages often end with a period; the ". Fix:" (or the location) that follows must not double it.
+    assert str(TeiExportError("the cache is empty.", fix="download it")) == "the cache is empty. Fix: download it"
+    assert str(TeiExportError("bad value.", where="--x")) == "bad value (--x)"
+    assert str(TeiExportError("no fix here.")) == "no fix here."
+
+
+def test_hub_failures_say_which_step_failed():
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    from exporter.spec import hub_error
+
+    def chained(err, cause):
+        err.__cause__ = cause
+        return err
+
+    offline = hub_error("org/m", chained(LocalEntryNotFoundError("no snapshot. Set HF_HUB_OFFLINE=0."),
+                                         OfflineModeIsEnabled("offline mode is enabled")))
+    assert "not in the local Hugging Face cache" in str(offline) and "HF_HUB_OFFLINE" in offline.fix
+    # The hub client's own wording for a network failure starts "Got: ConnectError: ..."; ours names the step.
+    unreachable = hub_error("org/m", chained(LocalEntryNotFoundError("Got: ConnectionRefusedError: refused"),
+                                             ConnectionRefusedError(111, "Connection refused")))
+    text = str(unreachable)
+    assert "could not be reached (ConnectionRefusedError: [Errno 111] Connection refused)" in text
+    assert "Got:" not in text and ".." not in text and "network" in unreachable.fix
+    other = hub_error("org/m", RuntimeError("404 Repository Not Found for url ..."))
+    assert "cannot get model 'org/m' from the Hugging Face hub: 404 Repository Not Found" in str(other)
