@@ -17,7 +17,7 @@ from .parity import ParityReport, tolerance_for
 from .pt2 import PT2_FILENAME, PT2_PLATFORM, export_pt2, input_name, load_pt2, output_name
 from .reference import encoder_of, load_reference
 from .repository import VersionTarget, default_model_name, plan_version, staged_version
-from .spec import ModelSpec, SpecOverrides, read_spec
+from .spec import ModelSpec, SpecOverrides, read_spec, source_label
 from .tracing import check_trace, make_inputs, shape_cases, trace
 from .triton_config import (TYPE_OF_DTYPE, DynamicBatching, InstanceGroup, TensorConfig, TritonModelConfig,
                             Warmup)
@@ -236,7 +236,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
 
         plan_text_models(Path(options.out), name, options.version, options.force)
     config = build_config(name, spec, options)
-    config_text = config.render(source=source)
+    config_text = config.render(source=source_label(source))
 
     _say(progress, "loading weights (sentence-transformers reference)")
     reference = load_reference(spec, device=options.device)
@@ -293,7 +293,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
 
         _say(progress, f"writing {name}_tokenizer and {name}_text (text in, embeddings out)")
         files += write_text_models(Path(options.out), config, metadata, tokenizer, options.version, options.force,
-                                   options.buckets, config.instance_group[0].kind, source)
+                                   options.buckets, config.instance_group[0].kind)
     return ExportResult(target, spec, config, metadata, report, files, warnings)
 
 

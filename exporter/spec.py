@@ -89,6 +89,13 @@ def resolve_source(source: str, revision: str | None = None) -> Path:
         raise hub_error(source, err) from None
 
 
+def source_label(source: str) -> str:
+    """How files that travel (config.pbtxt headers) name the source: a hub id as given, a local folder by its name
+    only, since its full path may hold a home folder or a user name. tei_export.json keeps the full provenance."""
+    local = Path(source).expanduser()
+    return local.resolve().name if local.exists() else source
+
+
 def hub_error(source: str, err: Exception) -> ModelSourceError:
     """Why ``snapshot_download(source)`` failed, in words: not cached while offline, the hub unreachable, or the
     hub's own answer (unknown id, gated model, ...)."""
