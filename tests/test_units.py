@@ -158,3 +158,20 @@ def test_hub_failures_say_which_step_failed():
     assert "Got:" not in text and ".." not in text and "network" in unreachable.fix
     other = hub_error("org/m", RuntimeError("404 Repository Not Found for url ..."))
     assert "cannot get model 'org/m' from the Hugging Face hub: 404 Repository Not Found" in str(other)
+
+
+def test_verify_report_counts_requests_and_texts_apart():
+    from exporter.verify import ModelCheck, RunResult, VerifyReport
+
+    # 10 texts sent as 10 requests of 1 and as 3 requests of 4: Triton counts 20 inferences (texts) for a batching
+    # model, and one per request for max_batch_size 0.
+    runs = [RunResult("batch 1 x concurrency 8", 10, 10, 1e-7, 1.0, True, 0.1),
+            RunResult("batch 4 x concurrency 2", 3, 10, 1e-7, 1.0, True, 0.1)]
+    batching = ModelCheck("m", "grpc", texts=10, runs=list(runs), inferences=20, executions=6)
+    unbatched = ModelCheck("p", "http", texts=10, runs=list(runs), inferences=13, executions=13, batching=False)
+    report = VerifyReport("test server", [batching, unbatched])
+    lines = report.table().splitlines()
+    assert "m over grpc: dynamic batching ran 13 requests (20 texts) in 6 executions" in lines
+    assert "p over http: max_batch_size 0, no dynamic batching: 13 requests (20 texts) in 13 executions" in lines
+    data = report.to_dict()["checks"][0]
+    assert (data["requests"], data["texts_sent"], data["inferences"], data["executions"]) == (13, 20, 20, 6)
