@@ -50,8 +50,14 @@ class _PoolingChoice(click.Choice):
 
 @click.group()
 @click.version_option(__version__, prog_name="tei-export")
-def main() -> None:
+@click.option("--verbose", is_flag=True, envvar="TEI_EXPORT_VERBOSE",
+              help="Also show what the libraries print (transformers warnings, progress bars).")
+def main(verbose: bool) -> None:
     """Export Hugging Face embedding models to Triton's LibTorch backend, serve them, and prove parity."""
+    if not verbose:
+        from .quiet import quiet_libraries
+
+        quiet_libraries()
 
 
 @main.command()
