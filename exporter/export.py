@@ -89,7 +89,8 @@ class ExportOptions:
                                             "--device cpu", where="--device")
         if self.dtype == "float16" and not self.device.startswith("cuda"):
             raise UnsupportedModelError("float16 is only exported for GPUs (CPU half-precision matmuls are slow)",
-                                        fix="use --dtype bfloat16 on CPU, or --device cuda", where="--dtype")
+                                        fix="use --device cuda, or --dtype float32 on CPU (bfloat16 on CPU is "
+                                            "written only if it passes its parity bound)", where="--dtype")
         if self.max_batch_size < 1:
             raise UnsupportedModelError("max_batch_size must be at least 1", fix="pass --max-batch-size 1 or more",
                                         where="--max-batch-size")
