@@ -2,7 +2,9 @@
 
 transformers draws a "Loading weights" progress bar for a load that takes a fraction of a second (garbled in a log
 file) and warns about training-only settings such as ``loss_type`` on an encoder that is never trained here.
-tei-export reports its own progress and every real problem as an error, so these add nothing for a user.
+tei-export reports its own progress and every real problem as an error, so these add nothing for a user. The hub's
+download bars go too: transformers takes its bar setting from huggingface_hub's when it is imported, so one switch
+covers both; ``--verbose`` brings them back, e.g. to watch a large download.
 """
 from __future__ import annotations
 
