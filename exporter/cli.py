@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from . import __version__
+# Only light modules at the top: `tei-export --help` must not load torch (seconds); commands import the library.
 from .errors import ParityError, TeiExportError
-from .pooling import POOLING_MODES
+from .pooling import POOLING_MODES, canonical_pooling
 
 
 def _progress_printer(enabled: bool):
@@ -50,10 +51,23 @@ def _backend_option(func):
                         help=BACKEND_HELP)(func)
 
 
+class _PoolingChoice(click.Choice):
+    """One spelling per pooling mode in --help; sentence-transformers' other spellings are accepted too."""
+
+    def convert(self, value, param, ctx):
+        return super().convert(canonical_pooling(value) or value, param, ctx)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="tei-export")
-def main() -> None:
+@click.option("--verbose", is_flag=True, envvar="TEI_EXPORT_VERBOSE",
+              help="Also show what the libraries print (transformers warnings, progress bars).")
+def main(verbose: bool) -> None:
     """Export Hugging Face embedding models to Triton's LibTorch backend, serve them, and prove parity."""
+    if not verbose:
+        from .quiet import quiet_libraries
+
+        quiet_libraries()
 
 
 @main.command()
@@ -63,7 +77,7 @@ def main() -> None:
 @click.option("--name", help="Model name in the repository (default: derived from MODEL).")
 @click.option("--version", "version", type=int, default=1, show_default=True, help="Model version folder to write.")
 @click.option("--force", is_flag=True, help="Replace an existing version.")
-@click.option("--pooling", type=click.Choice(POOLING_MODES + ("last-token", "weighted-mean", "mean-sqrt-len")),
+@click.option("--pooling", type=_PoolingChoice(POOLING_MODES),
               help="Pooling mode (default: from the model's 1_Pooling/config.json).")
 @click.option("--normalize/--no-normalize", default=None, help="L2-normalise (default: as modules.json says).")
 @click.option("--max-seq-len", type=int, help="Max tokens (default: sentence_bert_config.json max_seq_length).")
@@ -72,12 +86,16 @@ def main() -> None:
 @click.option("--int32", is_flag=True, help="Declare token inputs TYPE_INT32 instead of TYPE_INT64.")
 @click.option("--token-embeddings", is_flag=True, help="Also output per-token embeddings (a second output).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
-              help="Compute precision inside the graph (inputs/outputs stay INT64/FP32; float16 outputs FP16).")
+              help="Compute precision inside the graph (inputs stay INT64, output FP32; float16 outputs FP16). "
+                   "float16 needs --device cuda. bfloat16 is written only if it passes the parity bound "
+                   "(all-MiniLM-L6-v2 on CPU does not).")
 @click.option("--device", default="cpu", show_default=True, help="Trace on this device (cpu or cuda).")
 @click.option("--format", "fmt", type=click.Choice(["torchscript", "pt2"]), default="torchscript", show_default=True,
               help="torchscript: model.pt, platform pytorch_libtorch. pt2: torch.export + AOTInductor model.pt2, "
                    "platform torch_aoti (Triton 26.03+; served with max_batch_size 0).")
-@click.option("--max-batch-size", type=int, default=64, show_default=True)
+@click.option("--max-batch-size", type=int, default=64, show_default=True,
+              help="config.pbtxt max_batch_size: the most texts Triton batches into one execution; also the "
+                   "largest batch the parity check covers (pt2: only that).")
 @click.option("--instances", type=int, default=1, show_default=True, help="instance_group count.")
 @click.option("--kind", type=click.Choice(["cpu", "gpu"]), default=None,
               help="instance_group kind (default: gpu with --device cuda, else cpu).")
@@ -93,7 +111,7 @@ def main() -> None:
 @click.option("--no-warmup", is_flag=True, help="Leave model_warmup out of config.pbtxt.")
 @click.option("--with-tokenizer/--no-with-tokenizer", default=False, show_default=True,
               help="Also write <name>_tokenizer (Python backend, needs 'tokenizers' in the server) and the "
-                   "<name>_text ensemble: text in, embeddings out.")
+                   "<name>_text ensemble: text in, embeddings out. Not with --format pt2.")
 @click.option("--buckets", default="", help="Padding length buckets of the tokenizer model, e.g. 16,32,64,128,256,512 "
                                              "(default; capped at max_seq_len).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
@@ -102,8 +120,10 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
           token_embeddings, dtype, device, fmt, max_batch_size, instances, kind, max_queue_delay_us, preferred,
           intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup, with_tokenizer, buckets,
           as_json):
-    """Export MODEL (a hub id or a local folder) as TorchScript model.pt (or --format pt2: model.pt2) + config.pbtxt,
-    checked for parity."""
+    """Export MODEL to TorchScript (or pt2) and config.pbtxt.
+
+    MODEL is a hub id or a local folder. Writes model.pt (or with --format pt2: model.pt2) and config.pbtxt after
+    checking the export against sentence-transformers; nothing is written when the check fails."""
     from .export import ExportOptions, export_model
 
     options = ExportOptions(
@@ -143,7 +163,9 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
 @_backend_option
 @_friendly_errors
 def serve(repository, binary, host, http_port, grpc_port, log_path, backend):
-    """Start tritonserver on REPOSITORY, wait until every model is READY, serve until Ctrl-C."""
+    """Serve REPOSITORY with tritonserver until Ctrl-C.
+
+    Starts tritonserver on REPOSITORY, waits until every model is READY, and serves until Ctrl-C."""
     import signal
 
     from .triton.server import TritonServer
@@ -189,7 +211,9 @@ def serve(repository, binary, host, http_port, grpc_port, log_path, backend):
 @_backend_option
 @_friendly_errors
 def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_check, as_json, backend):
-    """Compare what Triton returns for every exported model in REPOSITORY with eager sentence-transformers."""
+    """Check Triton's embeddings against sentence-transformers.
+
+    Compares what Triton returns for every exported model in REPOSITORY with eager sentence-transformers."""
     from .errors import VerificationError
     from .verify import verify_repository
 
@@ -236,7 +260,9 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
 @_friendly_errors
 def bench(repository, model, out, threads, quick, workloads, max_seconds, max_calls, buckets, no_bf16, no_pt2,
           no_onnx, no_server, infinity, no_infinity, backends):
-    """Measure MODEL of REPOSITORY in every mode side by side (eager, TorchScript, pt2, ONNX Runtime, Triton)."""
+    """Measure a model's speed in every mode side by side.
+
+    Measures MODEL of REPOSITORY in every mode side by side (eager, TorchScript, pt2, ONNX Runtime, Triton)."""
     import os
 
     from .bench import BenchOptions, run_bench
@@ -283,12 +309,14 @@ def _ints(text: str) -> tuple[int, ...]:
               help="Best = max seq/s, or min p95.")
 @click.option("--p95-budget-ms", type=float, help="Only trials with p95 under this qualify as best.")
 @click.option("--write", is_flag=True, help="Write the best settings into the model's config.pbtxt (backup kept).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_backend_option
 @_friendly_errors
 def tune(repository, model, intra, inter, instances, queue_delay_us, concurrency, max_trials, max_seconds,
          max_calls, objective, p95_budget_ms, write, as_json, backend):
-    """Sweep thread counts, instances and queue delay for MODEL against a real server; print the best."""
+    """Find the best thread, instance and queue settings.
+
+    Sweeps thread counts, instances and queue delay for MODEL against a real server and prints the best."""
     from .tune import TuneOptions, run_tune
 
     options = TuneOptions(repository, model, _ints(intra), _ints(inter), _ints(instances), _ints(queue_delay_us),
@@ -301,10 +329,12 @@ def tune(repository, model, intra, inter, instances, queue_delay_us, concurrency
 
 @main.command("check-libtorch")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_friendly_errors
 def check_libtorch_cmd(model_dir, as_json):
-    """Load MODEL_DIR's model.pt in a small C++ LibTorch program (no Python) and compare with eager."""
+    """Run a model in C++ LibTorch, without Python.
+
+    Loads MODEL_DIR's model.pt in a small C++ LibTorch program (no Python) and compares with eager."""
     from dataclasses import asdict
 
     from .errors import VerificationError
@@ -345,7 +375,7 @@ def check_libtorch_cmd(model_dir, as_json):
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @_friendly_errors
 def manifest(repository, storage_uri, out, force, **chosen):
-    """Write a Kubernetes manifest serving the repository with several Triton replicas.
+    """Write a Kubernetes manifest for several Triton replicas.
 
     REPOSITORY (optional) is a local copy of what --storage-uri holds; its config.pbtxt files are checked against
     the pod size and any mismatch is printed as a warning.
@@ -366,7 +396,10 @@ def manifest(repository, storage_uri, out, force, **chosen):
 
 @main.group()
 def backend() -> None:
-    """Build NVIDIA's LibTorch backend for the bundled server, and show which backend serves what."""
+    """Build NVIDIA's LibTorch backend; say what serves what.
+
+    NVIDIA's libtriton_pytorch.so is built from source for the server (the nvidia-pytriton wheel has none) and
+    cached; serve, verify, bench and tune then use it (--backend auto)."""
 
 
 @backend.command("build")
@@ -379,7 +412,10 @@ def backend() -> None:
 @click.option("--force", is_flag=True, help="Build again even when the cache has this build.")
 @_friendly_errors
 def backend_build(binary, source, branch, jobs, force):
-    """Build NVIDIA's libtriton_pytorch.so from source against this torch, check it, cache it."""
+    """Build NVIDIA's libtriton_pytorch.so for the server.
+
+    Builds the pytorch_backend release branch of the server from source against this environment's torch, checks
+    that the server loads it and that it serves a model, and caches it."""
     from .triton.backend_build import build_backend
     from .triton.binary import find_tritonserver
 
@@ -398,7 +434,10 @@ def backend_build(binary, source, branch, jobs, force):
 @_backend_option
 @_friendly_errors
 def backend_status(repository, binary, backend):
-    """Say which backend serves pytorch_libtorch models (and each model of REPOSITORY) and why."""
+    """Say which backend would serve what, and why.
+
+    Names the backend for pytorch_libtorch models (and for each model of REPOSITORY, when given) without starting
+    a server, and warns about settings that crash some backend releases."""
     from .triton.status import backend_status as status
 
     click.echo(status(binary, backend, repository).text())

@@ -21,7 +21,10 @@ class TeiExportError(Exception):
         self.problem = problem
         self.fix = fix
         self.where = where
-        text = problem if where is None else f"{problem} ({where})"
+        # A problem quoted from a library often ends in its own period: what follows must not double it.
+        text = problem.rstrip(". ") if where is not None or fix else problem
+        if where is not None:
+            text = f"{text} ({where})"
         if fix:
             text = f"{text}. Fix: {fix}"
         super().__init__(text)

@@ -17,7 +17,7 @@ from .parity import ParityReport, tolerance_for
 from .pt2 import PT2_FILENAME, PT2_PLATFORM, export_pt2, input_name, load_pt2, output_name
 from .reference import encoder_of, load_reference
 from .repository import VersionTarget, default_model_name, plan_version, staged_version
-from .spec import ModelSpec, SpecOverrides, read_spec
+from .spec import ModelSpec, SpecOverrides, read_spec, source_label
 from .tracing import check_trace, make_inputs, shape_cases, trace
 from .triton_config import (TYPE_OF_DTYPE, DynamicBatching, InstanceGroup, TensorConfig, TritonModelConfig,
                             Warmup)
@@ -89,7 +89,8 @@ class ExportOptions:
                                             "--device cpu", where="--device")
         if self.dtype == "float16" and not self.device.startswith("cuda"):
             raise UnsupportedModelError("float16 is only exported for GPUs (CPU half-precision matmuls are slow)",
-                                        fix="use --dtype bfloat16 on CPU, or --device cuda", where="--dtype")
+                                        fix="use --device cuda, or --dtype float32 on CPU (bfloat16 on CPU is "
+                                            "written only if it passes its parity bound)", where="--dtype")
         if self.max_batch_size < 1:
             raise UnsupportedModelError("max_batch_size must be at least 1", fix="pass --max-batch-size 1 or more",
                                         where="--max-batch-size")
@@ -238,7 +239,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
 
         plan_text_models(Path(options.out), name, options.version, options.force)
     config = build_config(name, spec, options)
-    config_text = config.render(source=source)
+    config_text = config.render(source=source_label(source))
 
     _say(progress, "loading weights (sentence-transformers reference)")
     reference = load_reference(spec, device=options.device)
@@ -295,7 +296,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
 
         _say(progress, f"writing {name}_tokenizer and {name}_text (text in, embeddings out)")
         files += write_text_models(Path(options.out), config, metadata, tokenizer, options.version, options.force,
-                                   options.buckets, config.instance_group[0].kind, source)
+                                   options.buckets, config.instance_group[0].kind)
     return ExportResult(target, spec, config, metadata, report, files, warnings)
 
 

@@ -5,7 +5,10 @@ CLS takes the first *real* token (correct with left padding), last-token the las
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 
@@ -32,6 +35,8 @@ def canonical_pooling(name: str) -> str | None:
 
 def pool(mode: str, token_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Pool ``token_embeddings`` [B, S, H] with ``attention_mask`` [B, S] (1 = real token) into [B, H]."""
+    import torch  # here, not at the top: the CLI lists POOLING_MODES in --help without loading torch
+
     hidden = token_embeddings.shape[-1]
     if mode == "cls":
         first = attention_mask.to(torch.int32).argmax(dim=1)

@@ -86,11 +86,37 @@ def resolve_source(source: str, revision: str | None = None) -> Path:
     try:
         return Path(snapshot_download(source, revision=revision))
     except Exception as err:  # the hub client raises many types; all mean "cannot get this model"
-        reason = first_line(err) or type(err).__name__
-        raise ModelSourceError(
-            f"cannot get model '{source}' from the Hugging Face hub or its local cache: {reason}",
-            fix="check the id and network access (HF_HUB_OFFLINE=1 allows only cached models), or pass a local folder",
-        ) from None
+        raise hub_error(source, err) from None
+
+
+def source_label(source: str) -> str:
+    """How files that travel (config.pbtxt headers) name the source: a hub id as given, a local folder by its name
+    only, since its full path may hold a home folder or a user name. tei_export.json keeps the full provenance."""
+    local = Path(source).expanduser()
+    return local.resolve().name if local.exists() else source
+
+
+def hub_error(source: str, err: Exception) -> ModelSourceError:
+    """Why ``snapshot_download(source)`` failed, in words: not cached while offline, the hub unreachable, or the
+    hub's own answer (unknown id, gated model, ...)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    cause = err.__cause__
+    if isinstance(err, LocalEntryNotFoundError) and isinstance(cause, OfflineModeIsEnabled):
+        return ModelSourceError(
+            f"cannot get model '{source}': it is not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 "
+            "forbids downloading it",
+            fix="check the id, unset HF_HUB_OFFLINE to download it, or pass a local folder")
+    if isinstance(err, LocalEntryNotFoundError) and cause is not None:
+        # The hub client words this as "Got: <ExceptionType>: ..."; say instead which step failed.
+        return ModelSourceError(
+            f"cannot get model '{source}': the Hugging Face hub ({constants.ENDPOINT}) could not be reached "
+            f"({type(cause).__name__}: {first_line(cause) or 'no details'}) and the model is not in the local cache",
+            fix="check network access (proxy settings, HF_ENDPOINT), or pass a local folder")
+    return ModelSourceError(
+        f"cannot get model '{source}' from the Hugging Face hub: {first_line(err) or type(err).__name__}",
+        fix="check the id (a private or gated model also needs HF_TOKEN), or pass a local folder")
 
 
 def _modules(folder: Path) -> list[dict]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import UnsupportedModelError
 from .metadata import ExportMetadata
 from .repository import plan_version, staged_version
+from .spec import source_label
 from .text_backend import TOKENIZER_MODEL_PY
 from .tokens import DEFAULT_BUCKETS
 from .triton_config import DynamicBatching, InstanceGroup, TensorConfig, TritonModelConfig
@@ -91,13 +92,14 @@ def plan_text_models(repo: Path, name: str, version: int, force: bool) -> None:
 
 def write_text_models(repo: Path, token_config: TritonModelConfig, meta: ExportMetadata, tokenizer,
                       version: int = 1, force: bool = False, buckets: tuple[int, ...] | None = None,
-                      kind: str = "KIND_CPU", source: str | None = None) -> list[Path]:
+                      kind: str = "KIND_CPU") -> list[Path]:
     """Write ``<name>_tokenizer`` and ``<name>_text`` into ``repo``, each all-or-nothing; returns their folders."""
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError("the model's tokenizer has no fast (tokenizer.json) version",
                                     fix="export without --with-tokenizer and tokenize on the client",
                                     where="--with-tokenizer")
     tok_cfg, ens_cfg = tokenizer_config(token_config, kind), ensemble_config(token_config)
+    source = source_label(meta.source)
     texts = (tok_cfg.render(source=source, template="tokenizer.pbtxt.j2"),
              ens_cfg.render(source=source, template="ensemble.pbtxt.j2"))
     targets = [plan_version(Path(repo), c.name, version, force) for c in (tok_cfg, ens_cfg)]

@@ -62,7 +62,9 @@ class ModelCheck:
     protocol: str
     texts: int = 0
     runs: list[RunResult] = field(default_factory=list)
-    inferences: int = 0  # counted by the server over this check
+    # Triton's statistics over this check: inference_count counts batch rows (here texts) when the model batches,
+    # and one per request with max_batch_size 0; execution_count counts forward() calls.
+    inferences: int = 0
     executions: int = 0
     worst_text: str | None = None
     error: str | None = None
@@ -73,6 +75,16 @@ class ModelCheck:
     @property
     def passed(self) -> bool:
         return self.error is None and bool(self.runs) and all(r.passed for r in self.runs)
+
+    @property
+    def requests(self) -> int:
+        """Requests sent over all runs (the table's "requests" column summed)."""
+        return sum(r.requests for r in self.runs)
+
+    @property
+    def texts_sent(self) -> int:
+        """Texts sent over all runs; ``texts`` is the corpus size, sent once per run."""
+        return sum(r.texts for r in self.runs)
 
     @property
     def max_abs_diff(self) -> float:
@@ -98,7 +110,8 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return {"passed": self.passed, "server": self.server, "warnings": self.warnings,
                 "checks": [{**asdict(c), "passed": c.passed, "max_abs_diff": c.max_abs_diff,
-                            "min_cosine": c.min_cosine} for c in self.checks],
+                            "min_cosine": c.min_cosine, "requests": c.requests, "texts_sent": c.texts_sent}
+                           for c in self.checks],
                 "libtorch": self.libtorch}
 
     def table(self) -> str:
@@ -119,11 +132,11 @@ class VerifyReport:
             if c.error:
                 lines.append(f"{c.model} over {c.protocol}: {c.error}")
             elif c.inferences and not c.batching:
-                lines.append(f"{c.model} over {c.protocol}: max_batch_size 0, no dynamic batching: {c.inferences} "
-                             f"requests in {c.executions} executions")
+                lines.append(f"{c.model} over {c.protocol}: max_batch_size 0, no dynamic batching: {c.requests} "
+                             f"requests ({c.texts_sent} texts) in {c.executions} executions")
             elif c.inferences:
-                lines.append(f"{c.model} over {c.protocol}: dynamic batching ran {c.inferences} requests in "
-                             f"{c.executions} executions")
+                lines.append(f"{c.model} over {c.protocol}: dynamic batching ran {c.requests} requests "
+                             f"({c.inferences} texts) in {c.executions} executions")
         for r in self.libtorch:
             if r.get("skipped"):
                 lines.append(f"libtorch C++ check of {r['model']}: skipped ({r.get('skip_reason')})")

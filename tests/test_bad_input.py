@@ -149,7 +149,9 @@ def test_failed_parity_writes_nothing(tmp_path, tiny, monkeypatch):
 
 
 def test_float16_on_cpu_is_refused(tmp_path, tiny):
-    _cli_fails(["trace", tiny, "--out", str(tmp_path / "r"), "--dtype", "float16"], "float16", "--dtype bfloat16")
+    # The fix offered is one that works on CPU: float32 (bfloat16 is refused there when it misses its parity bound).
+    _cli_fails(["trace", tiny, "--out", str(tmp_path / "r"), "--dtype", "float16"], "float16", "--device cuda",
+               "--dtype float32 on CPU")
 
 
 def test_cuda_without_gpu_is_refused(tmp_path, tiny):

@@ -2,8 +2,10 @@
 
 Finding (recorded here, not hidden): with every encoder weight in bf16 the export misses the issue's bound
 (min cosine >= 0.9999 per row) on MiniLM: 0.99974 on the random-token left-padding shape case, and 0.99988 on
-the real verify corpus (256 docstring sentences + edge cases). `test_bf16_export_meets_bound` is a strict xfail
-until the recipe or the bound is decided; it turns into a failure (XPASS) the day the export meets the bound.
+the real verify corpus (256 docstring sentences + edge cases). `tei-export trace <MiniLM> --dtype bfloat16` therefore
+refuses the export and writes nothing (re-run on an AMD EPYC with avx512_bf16: left padding 0.99974, max batch
+0.99989, max length 0.99986). `test_bf16_export_meets_bound` is a strict xfail until the recipe or the bound is
+decided; it turns into a failure (XPASS) the day the export meets the bound, and the README must then change too.
 """
 from __future__ import annotations
 

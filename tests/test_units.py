@@ -127,3 +127,51 @@ def test_first_line_of_an_error():
     assert first_line(RuntimeError("")) == ""  # str(err).splitlines()[0] raised IndexError here
     assert first_line(RuntimeError("bad shape\n  at frame 3"), 5) == "bad s"
     assert first_line(RuntimeError("bad shape\n  at frame 3")) == "bad shape"
+
+
+def test_error_text_never_doubles_a_period():
+    from exporter.errors import TeiExportError
+
+    # Library messages often end with a period; the ". Fix:" (or the location) that follows must not double it.
+    assert str(TeiExportError("the cache is empty.", fix="download it")) == "the cache is empty. Fix: download it"
+    assert str(TeiExportError("bad value.", where="--x")) == "bad value (--x)"
+    assert str(TeiExportError("no fix here.")) == "no fix here."
+
+
+def test_hub_failures_say_which_step_failed():
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    from exporter.spec import hub_error
+
+    def chained(err, cause):
+        err.__cause__ = cause
+        return err
+
+    offline = hub_error("org/m", chained(LocalEntryNotFoundError("no snapshot. Set HF_HUB_OFFLINE=0."),
+                                         OfflineModeIsEnabled("offline mode is enabled")))
+    assert "not in the local Hugging Face cache" in str(offline) and "HF_HUB_OFFLINE" in offline.fix
+    # The hub client's own wording for a network failure starts "Got: ConnectError: ..."; ours names the step.
+    unreachable = hub_error("org/m", chained(LocalEntryNotFoundError("Got: ConnectionRefusedError: refused"),
+                                             ConnectionRefusedError(111, "Connection refused")))
+    text = str(unreachable)
+    assert "could not be reached (ConnectionRefusedError: [Errno 111] Connection refused)" in text
+    assert "Got:" not in text and ".." not in text and "network" in unreachable.fix
+    other = hub_error("org/m", RuntimeError("404 Repository Not Found for url ..."))
+    assert "cannot get model 'org/m' from the Hugging Face hub: 404 Repository Not Found" in str(other)
+
+
+def test_verify_report_counts_requests_and_texts_apart():
+    from exporter.verify import ModelCheck, RunResult, VerifyReport
+
+    # 10 texts sent as 10 requests of 1 and as 3 requests of 4: Triton counts 20 inferences (texts) for a batching
+    # model, and one per request for max_batch_size 0.
+    runs = [RunResult("batch 1 x concurrency 8", 10, 10, 1e-7, 1.0, True, 0.1),
+            RunResult("batch 4 x concurrency 2", 3, 10, 1e-7, 1.0, True, 0.1)]
+    batching = ModelCheck("m", "grpc", texts=10, runs=list(runs), inferences=20, executions=6)
+    unbatched = ModelCheck("p", "http", texts=10, runs=list(runs), inferences=13, executions=13, batching=False)
+    report = VerifyReport("test server", [batching, unbatched])
+    lines = report.table().splitlines()
+    assert "m over grpc: dynamic batching ran 13 requests (20 texts) in 6 executions" in lines
+    assert "p over http: max_batch_size 0, no dynamic batching: 13 requests (20 texts) in 13 executions" in lines
+    data = report.to_dict()["checks"][0]
+    assert (data["requests"], data["texts_sent"], data["inferences"], data["executions"]) == (13, 20, 20, 6)
