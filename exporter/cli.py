@@ -420,9 +420,19 @@ def backend_build(binary, source, branch, jobs, force):
     from .triton.binary import find_tritonserver
 
     server = find_tritonserver(binary)
-    click.echo(f"server: {server.describe()}", err=True)
-    built = build_backend(server, source=source, branch=branch, jobs=jobs, force=force,
-                          progress=_progress_printer(True))
+    say = _progress_printer(True)
+    reused: list[str] = []
+
+    def progress(message: str) -> None:  # a cached build is one line; a real one shows its steps
+        if message.startswith("already built"):
+            reused.append(message)
+        else:
+            say(message)
+
+    built = build_backend(server, source=source, branch=branch, jobs=jobs, force=force, progress=progress)
+    if reused:
+        click.echo(f"cached: {built.describe()}")
+        return
     click.echo(f"built:  {built.describe()}")
     click.echo(f"from:   {built.source}")
     click.echo(f"log:    {built.log} ({built.seconds:.0f} s)")
