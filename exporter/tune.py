@@ -179,7 +179,10 @@ def _trial_repository(model_dir: Path, trial: Trial, root: Path) -> Path:
 
 
 def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneReport:
-    from .bench import BenchOptions, _load, _parity, _percentiles, _send_all, build_workloads
+    from .bench import BenchOptions
+    from .bench.load import send_all, timed_load
+    from .bench.measure import parity_of, percentiles
+    from .bench.workloads import build_workloads
     from .parity import tolerance_for
     from .triton.server import TritonServer
     from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
@@ -223,16 +226,16 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                     output = served.outputs[0].name
                     requests = [encode_batch(tokenizer, [t], meta.max_seq_len, names, dtype, DEFAULT_BUCKETS,
                                              model_inputs=meta.input_names) for t in texts]
-                    got = _send_all(server.grpc_url, "grpc", options.model, requests, output, options.concurrency)
-                    parity = _parity(expected, got, tolerance)
+                    got = send_all(server.grpc_url, "grpc", options.model, requests, output, options.concurrency)
+                    parity = parity_of(expected, got, tolerance)
                     result.parity_passed, result.min_cosine = parity.passed, parity.min_cosine
-                    latencies, done, elapsed, errors = _load(server.grpc_url, "grpc", options.model, requests, None,
+                    latencies, done, elapsed, errors = timed_load(server.grpc_url, "grpc", options.model, requests, None,
                                                              output, options.concurrency, load)
                 if errors:
                     result.error = errors[0]
                 else:
                     result.requests, result.seq_per_s = len(done), len(done) / elapsed
-                    result.p50_ms, result.p95_ms, _ = _percentiles(latencies)
+                    result.p50_ms, result.p95_ms, _ = percentiles(latencies)
             except TeiExportError as err:
                 result.error = first_line(err, 200)
             report.results.append(result)

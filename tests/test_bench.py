@@ -11,8 +11,10 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from exporter.bench import (INFINITY_ENV, IN_PROCESS_MODES, INFINITY, PT2_FP32, SERVER_MODES, SERVER_MODES_COMPAT,
-                            TS_BF16, WORKLOADS, BenchOptions, FlopModel, find_infinity, run_bench)
+from exporter.bench import (IN_PROCESS_MODES, INFINITY, PT2_FP32, SERVER_MODES, SERVER_MODES_COMPAT, TS_BF16,
+                            WORKLOADS, BenchOptions, run_bench)
+from exporter.bench.infinity import INFINITY_ENV, InfinityServer, find_infinity
+from exporter.bench.machine import FlopModel
 from exporter.cli import main
 from exporter.triton.process import group_alive as _group_alive
 
@@ -163,7 +165,6 @@ def test_infinity_runner_for_real(minilm_export):
 @needs_infinity
 def test_infinity_that_cannot_start_says_why(tmp_path):
     """A folder that is no model: infinity exits during startup; the error quotes its log, and its group is gone."""
-    from exporter.bench import InfinityServer
     from exporter.errors import ServerError
 
     server = InfinityServer(find_infinity(None)[0], tmp_path, "m", batch_size=4, threads=1, startup_timeout=120)
@@ -220,14 +221,14 @@ def test_tune_smoke_writes_only_when_asked(minilm_export, tmp_path):
 
 def test_text_ensemble_requests_follow_the_served_config():
     """Texts go to `<name>_text` as BYTES shaped by its served config (batch dim only when max_batch_size > 0)."""
-    from exporter.bench import _text_request
+    from exporter.bench.load import text_request
     from exporter.triton_client import ServedModel, ServedTensor
 
     def served(max_batch, dims):
         return ServedModel("m_text", max_batch, (ServedTensor("text", "TYPE_STRING", dims),),
                            (ServedTensor("embedding", "TYPE_FP32", (384,)),), "ensemble", "")
 
-    batched = _text_request(served(16, (1,)), "héllo")["text"]
+    batched = text_request(served(16, (1,)), "héllo")["text"]
     assert batched.shape == (1, 1) and batched.dtype == object and batched[0, 0] == "héllo".encode()
-    assert _text_request(served(16, (-1,)), "a")["text"].shape == (1, 1)
-    assert _text_request(served(0, (1,)), "a")["text"].shape == (1,)
+    assert text_request(served(16, (-1,)), "a")["text"].shape == (1, 1)
+    assert text_request(served(0, (1,)), "a")["text"].shape == (1,)

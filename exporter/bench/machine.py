@@ -1,0 +1,63 @@
+"""The machine a bench run measures on: its CPU, its own fp32/bf16 matmul limit, and a model's FLOPs."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class FlopModel:
+    """Forward FLOPs of a BERT-like encoder: 2 x (non-embedding parameters) per token + attention scores."""
+
+    matmul_params: int
+    layers: int
+    hidden: int
+
+    def flops(self, rows: int, padded_len: int) -> float:
+        return 2.0 * self.matmul_params * rows * padded_len + 4.0 * self.layers * rows * padded_len ** 2 * self.hidden
+
+    @classmethod
+    def of(cls, encoder: torch.nn.Module) -> "FlopModel":
+        params = sum(p.numel() for n, p in encoder.named_parameters() if "embeddings" not in n)
+        cfg = encoder.config
+        return cls(int(params), int(getattr(cfg, "num_hidden_layers", 0)), int(getattr(cfg, "hidden_size", 0)))
+
+
+def matmul_gflops(threads: int, dtype: torch.dtype = torch.float32, n: int = 1024, seconds: float = 1.0) -> float:
+    """A plain n x n matmul's GFLOP/s on ``threads`` threads: what this machine can do at best."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    with torch.inference_mode():
+        for _ in range(3):
+            a @ b
+        calls, start = 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - start < seconds:
+            a @ b
+            calls += 1
+        elapsed = time.perf_counter() - start
+    return 2.0 * n ** 3 * calls / elapsed / 1e9
+
+
+def machine_info(threads: int, quick: bool) -> dict:
+    cpu, flags = platform.processor() or "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not cpu.strip():
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    seconds = 0.2 if quick else 1.0
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
+            "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+            "matmul_gflop_per_s": {"fp32": matmul_gflops(threads, torch.float32, seconds=seconds),
+                                   "bf16": matmul_gflops(threads, torch.bfloat16, seconds=seconds)},
+            "torch": torch.__version__, "python": platform.python_version()}

@@ -1,0 +1,50 @@
+"""Measuring one in-process cell, and what every cell reports: parity against the reference, latency percentiles."""
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import torch
+
+from ..parity import Tolerance, compare
+from .machine import FlopModel
+from .options import BenchOptions
+from .report import Cell, Parity
+from .workloads import Chunk
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float, float]:
+    if not latencies:
+        return float("nan"), float("nan"), float("nan")
+    p = np.percentile(np.asarray(latencies) * 1e3, [50, 95, 99])
+    return float(p[0]), float(p[1]), float(p[2])
+
+
+def parity_of(expected: np.ndarray, got: np.ndarray, tolerance: Tolerance) -> Parity:
+    max_abs, min_cos = compare(expected, got)
+    return Parity(tolerance.accepts(max_abs, min_cos), max_abs, min_cos, tolerance.describe(), int(len(expected)))
+
+
+def measure_in_process(fn, chunks: list[Chunk], expected: np.ndarray, tolerance: Tolerance, flop: FlopModel,
+                        peak: float, options: BenchOptions, cell: Cell) -> Cell:
+    with torch.inference_mode():
+        got = torch.cat([fn(*c.tensors).float() for c in chunks]).numpy()  # parity pass, also the warm-up
+        cell.parity = parity_of(expected, got, tolerance)
+        latencies, seqs, tokens, flops = [], 0, 0, 0.0
+        start = time.perf_counter()
+        for k in itertools.count():
+            if k >= options.max_calls or (k > 0 and time.perf_counter() - start >= options.max_seconds):
+                break
+            c = chunks[k % len(chunks)]
+            t0 = time.perf_counter()
+            fn(*c.tensors)
+            latencies.append(time.perf_counter() - t0)
+            seqs, tokens, flops = seqs + c.rows, tokens + c.real_tokens, flops + flop.flops(c.rows, c.padded_len)
+        elapsed = time.perf_counter() - start
+    cell.calls, cell.seqs, cell.seconds = len(latencies), seqs, elapsed
+    cell.seq_per_s, cell.tokens_per_s = seqs / elapsed, tokens / elapsed
+    cell.p50_ms, cell.p95_ms, cell.p99_ms = percentiles(latencies)
+    cell.model_gflop_per_s = flops / elapsed / 1e9
+    cell.fraction_of_matmul_peak = cell.model_gflop_per_s / peak if peak else 0.0
+    return cell
