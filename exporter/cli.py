@@ -12,6 +12,7 @@ import click
 from . import __version__
 from .errors import ParityError, TeiExportError
 from .pooling import POOLING_MODES
+from .ragged import BATCHING_MODES, DEFAULT_TOKEN_BUDGET
 
 
 def _progress_printer(enabled: bool):
@@ -67,6 +68,12 @@ def main() -> None:
 @click.option("--format", "fmt", type=click.Choice(["torchscript", "pt2"]), default="torchscript", show_default=True,
               help="torchscript: model.pt, platform pytorch_libtorch. pt2: torch.export + AOTInductor model.pt2, "
                    "platform torch_aoti (Triton 26.03+; served with max_batch_size 0).")
+@click.option("--batching", type=click.Choice(BATCHING_MODES), default="padded", show_default=True,
+              help="padded: requests [batch, length] (with attention_mask), merged only at equal lengths. ragged: one "
+                   "text per request [1, length], input_ids only; Triton merges any lengths (allow_ragged_batch).")
+@click.option("--ragged-token-budget", type=int, default=None,
+              help="With --batching ragged: tokens (rows x padded length) per encoder call; merged texts are sorted "
+                   f"by length and encoded in chunks of this size (default: {DEFAULT_TOKEN_BUDGET}).")
 @click.option("--max-batch-size", type=int, default=64, show_default=True)
 @click.option("--instances", type=int, default=1, show_default=True, help="instance_group count.")
 @click.option("--kind", type=click.Choice(["cpu", "gpu"]), default=None,
@@ -87,9 +94,9 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @_friendly_errors
 def trace(model, out, name, version, force, pooling, normalize, max_seq_len, revision, trust_remote_code, int32,
-          token_embeddings, dtype, device, fmt, max_batch_size, instances, kind, max_queue_delay_us, preferred,
-          intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup, with_tokenizer, buckets,
-          as_json):
+          token_embeddings, dtype, device, fmt, batching, ragged_token_budget, max_batch_size, instances, kind,
+          max_queue_delay_us, preferred, intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup,
+          with_tokenizer, buckets, as_json):
     """Export MODEL (a hub id or a local folder) as TorchScript model.pt (or --format pt2: model.pt2) + config.pbtxt,
     checked for parity."""
     from .export import ExportOptions, export_model
@@ -97,7 +104,8 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
     options = ExportOptions(
         out=out, name=name, version=version, force=force, pooling=pooling, normalize=normalize,
         max_seq_len=max_seq_len, revision=revision, trust_remote_code=trust_remote_code, int32=int32,
-        token_embeddings=token_embeddings, dtype=dtype, device=device, format=fmt, max_batch_size=max_batch_size,
+        token_embeddings=token_embeddings, dtype=dtype, device=device, format=fmt, batching=batching,
+        ragged_token_budget=ragged_token_budget, max_batch_size=max_batch_size,
         instances=instances, kind=kind, max_queue_delay_us=max_queue_delay_us, preferred_batch_sizes=preferred,
         intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
         disable_optimized_execution=disable_optimized_execution, warmup=not no_warmup,
@@ -116,7 +124,8 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
         return
     click.echo(f"exported {result.target.name} version {result.target.version} -> {result.target.version_dir}")
     click.echo(f"pooling {result.spec.pooling}, normalize {result.spec.normalize}, "
-               f"max_seq_len {result.spec.max_seq_len}, inputs {', '.join(result.spec.input_names)}")
+               f"max_seq_len {result.spec.max_seq_len}, inputs {', '.join(t.name for t in result.config.inputs)}, "
+               f"batching {result.metadata.batching}")
     click.echo("parity against sentence-transformers:")
     click.echo(result.parity.table())
 
