@@ -296,7 +296,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     if options.with_tokenizer:
         from .text_models import plan_text_models
 
-        plan_text_models(Path(options.out), name, options.version, options.force)
+        plan_text_models(Path(options.out), name, options.version, options.force, ragged=options.ragged)
     config = build_config(name, spec, options)
     config_text = config.render(source=source)
 
@@ -368,9 +368,9 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     files = [target.model_dir / "config.pbtxt", target.version_dir / model_file,
              target.version_dir / "tei_export.json", target.version_dir / TOKENIZER_DIR]
     if options.with_tokenizer:
-        from .text_models import write_text_models
+        from .text_models import text_model_names, write_text_models
 
-        _say(progress, f"writing {name}_tokenizer and {name}_text (text in, embeddings out)")
+        _say(progress, f"writing {' and '.join(text_model_names(name, options.ragged))} (text in, embeddings out)")
         files += write_text_models(Path(options.out), config, metadata, tokenizer, options.version, options.force,
                                    options.buckets, config.instance_group[0].kind, source)
     return ExportResult(target, spec, config, metadata, report, files, warnings)
