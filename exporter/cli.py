@@ -12,6 +12,7 @@ import click
 from . import __version__
 # Only light modules at the top: `tei-export --help` must not load torch (seconds); commands import the library.
 from .errors import ParityError, TeiExportError
+from .batching import BATCHING_MODES, DEFAULT_TOKEN_BUDGET
 from .pooling import POOLING_MODES, canonical_pooling
 
 
@@ -93,6 +94,12 @@ def main(verbose: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["torchscript", "pt2"]), default="torchscript", show_default=True,
               help="torchscript: model.pt, platform pytorch_libtorch. pt2: torch.export + AOTInductor model.pt2, "
                    "platform torch_aoti (Triton 26.03+; served with max_batch_size 0).")
+@click.option("--batching", type=click.Choice(BATCHING_MODES), default="padded", show_default=True,
+              help="padded: requests [batch, length] (with attention_mask), merged only at equal lengths. ragged: one "
+                   "text per request [1, length], input_ids only; Triton merges any lengths (allow_ragged_batch).")
+@click.option("--ragged-token-budget", type=int, default=None,
+              help="With --batching ragged: tokens (rows x padded length) per encoder call; merged texts are sorted "
+                   f"by length and encoded in chunks of this size (default: {DEFAULT_TOKEN_BUDGET}).")
 @click.option("--max-batch-size", type=int, default=64, show_default=True,
               help="config.pbtxt max_batch_size: the most texts Triton batches into one execution; also the "
                    "largest batch the parity check covers (pt2: only that).")
@@ -117,9 +124,9 @@ def main(verbose: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @_friendly_errors
 def trace(model, out, name, version, force, pooling, normalize, max_seq_len, revision, trust_remote_code, int32,
-          token_embeddings, dtype, device, fmt, max_batch_size, instances, kind, max_queue_delay_us, preferred,
-          intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup, with_tokenizer, buckets,
-          as_json):
+          token_embeddings, dtype, device, fmt, batching, ragged_token_budget, max_batch_size, instances, kind,
+          max_queue_delay_us, preferred, intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup,
+          with_tokenizer, buckets, as_json):
     """Export MODEL to TorchScript (or pt2) and config.pbtxt.
 
     MODEL is a hub id or a local folder. Writes model.pt (or with --format pt2: model.pt2) and config.pbtxt after
@@ -129,7 +136,8 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
     options = ExportOptions(
         out=out, name=name, version=version, force=force, pooling=pooling, normalize=normalize,
         max_seq_len=max_seq_len, revision=revision, trust_remote_code=trust_remote_code, int32=int32,
-        token_embeddings=token_embeddings, dtype=dtype, device=device, format=fmt, max_batch_size=max_batch_size,
+        token_embeddings=token_embeddings, dtype=dtype, device=device, format=fmt, batching=batching,
+        ragged_token_budget=ragged_token_budget, max_batch_size=max_batch_size,
         instances=instances, kind=kind, max_queue_delay_us=max_queue_delay_us, preferred_batch_sizes=preferred,
         intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
         disable_optimized_execution=disable_optimized_execution, warmup=not no_warmup,
@@ -148,7 +156,8 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
         return
     click.echo(f"exported {result.target.name} version {result.target.version} -> {result.target.version_dir}")
     click.echo(f"pooling {result.spec.pooling}, normalize {result.spec.normalize}, "
-               f"max_seq_len {result.spec.max_seq_len}, inputs {', '.join(result.spec.input_names)}")
+               f"max_seq_len {result.spec.max_seq_len}, inputs {', '.join(t.name for t in result.config.inputs)}, "
+               f"batching {result.metadata.batching}")
     click.echo("parity against sentence-transformers:")
     click.echo(result.parity.table())
 

@@ -15,15 +15,19 @@ from .errors import ParityError, UnsupportedModelError
 from .metadata import TOKENIZER_DIR, ExportMetadata, library_versions
 from .parity import ParityReport, tolerance_for
 from .pt2 import PT2_FILENAME, PT2_PLATFORM, export_pt2, input_name, load_pt2, output_name
+from .batching import BATCHING_MODES, DEFAULT_TOKEN_BUDGET, OFFSETS_INPUT, OFFSETS_KIND, OFFSETS_TYPE, RAGGED_INPUT
+from .ragged import build_ragged, pack
 from .reference import encoder_of, load_reference
 from .repository import VersionTarget, default_model_name, plan_version, staged_version
 from .spec import ModelSpec, SpecOverrides, read_spec, source_label
-from .tracing import check_trace, make_inputs, shape_cases, trace
-from .triton_config import (TYPE_OF_DTYPE, DynamicBatching, InstanceGroup, TensorConfig, TritonModelConfig,
-                            Warmup)
+from .tracing import check_ragged, check_trace, make_inputs, ragged_cases, shape_cases, trace
+from .triton_config import (TYPE_OF_DTYPE, BatchInput, DynamicBatching, InstanceGroup, TensorConfig,
+                            TritonModelConfig, Warmup)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FORMATS = ("torchscript", "pt2")
+# The traced module inside a ragged export takes a padded chunk and its mask, built by the scripted outer module.
+RAGGED_INNER_INPUTS = ("input_ids", "attention_mask")
 EMBEDDING_OUTPUT = "embedding"
 TOKEN_OUTPUT = "token_embeddings"
 
@@ -47,6 +51,8 @@ class ExportOptions:
     dtype: str = "float32"
     device: str = "cpu"
     format: str = "torchscript"  # or "pt2": torch.export + AOTInductor, platform torch_aoti (Triton 26.03+)
+    batching: str = "padded"  # or "ragged" (BATCHING_MODES); padded stays default until served runs compare them
+    ragged_token_budget: int | None = None  # rows x padded length per encoder call; None: DEFAULT_TOKEN_BUDGET
     # how Triton serves it
     max_batch_size: int = 64
     instances: int = 1
@@ -66,10 +72,19 @@ class ExportOptions:
     def instance_kind(self) -> str:
         return self.kind or ("gpu" if self.device.startswith("cuda") else "cpu")
 
+    @property
+    def ragged(self) -> bool:
+        return self.batching == "ragged"
+
+    @property
+    def token_budget(self) -> int:
+        return self.ragged_token_budget if self.ragged_token_budget is not None else DEFAULT_TOKEN_BUDGET
+
     def validate(self) -> None:
         if self.format not in FORMATS:
             raise UnsupportedModelError(f"unknown format '{self.format}'", fix=f"use one of {', '.join(FORMATS)}",
                                         where="--format")
+        self._validate_batching()
         if self.format == "pt2" and self.with_tokenizer:
             raise UnsupportedModelError(
                 "--with-tokenizer needs a model that Triton batches across requests, and a torch_aoti model is "
@@ -98,6 +113,39 @@ class ExportOptions:
             raise UnsupportedModelError("instance count must be at least 1", fix="pass --instances 1 or more",
                                         where="--instances")
 
+    def _validate_batching(self) -> None:
+        if self.batching not in BATCHING_MODES:
+            raise UnsupportedModelError(f"unknown batching '{self.batching}'",
+                                        fix=f"use one of {', '.join(BATCHING_MODES)}",
+                                        where="--batching")
+        if not self.ragged:
+            if self.ragged_token_budget is not None:
+                raise UnsupportedModelError("--ragged-token-budget sizes the chunks of a ragged model",
+                                            fix="add --batching ragged, or drop --ragged-token-budget",
+                                            where="--ragged-token-budget")
+            return
+        if self.format == "pt2":
+            raise UnsupportedModelError(
+                "ragged batching needs Triton to merge requests, and a torch_aoti model is served with "
+                "max_batch_size 0 (its backend cannot split merged requests back yet)",
+                fix="use --format torchscript with --batching ragged, or drop --batching ragged",
+                where="--format pt2 --batching ragged")
+        if self.token_embeddings:
+            raise UnsupportedModelError(
+                "per-token embeddings have no per-request shape in a ragged batch: the merged requests' tokens are "
+                "one flat tensor, and Triton splits outputs back by request only on their first dimension",
+                fix="export --token-embeddings with --batching padded (the default), or drop --token-embeddings",
+                where="--token-embeddings --batching ragged")
+        if self.buckets:
+            raise UnsupportedModelError(
+                "length buckets pad texts for the padded model; with --batching ragged each text is sent unpadded",
+                fix="drop --buckets", where="--buckets --batching ragged")
+        if self.token_budget < 1:
+            raise UnsupportedModelError(f"the token budget {self.token_budget} must be at least 1",
+                                        fix=f"pass --ragged-token-budget {DEFAULT_TOKEN_BUDGET} or another "
+                                            "positive count of tokens (rows x padded length)",
+                                        where="--ragged-token-budget")
+
 
 @dataclass
 class ExportResult:
@@ -115,6 +163,7 @@ class ExportResult:
             "version": self.target.version,
             "model_dir": str(self.target.model_dir),
             "files": [str(p) for p in self.files],
+            "batching": self.metadata.batching,
             "pooling": self.spec.pooling,
             "normalize": self.spec.normalize,
             "max_seq_len": self.spec.max_seq_len,
@@ -130,14 +179,20 @@ def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonMo
 
     TorchScript: inputs named like forward()'s arguments, batch dimension left to Triton (max_batch_size > 0) and
     dynamic batching on. pt2: ``INPUT__<n>`` / ``OUTPUT__<n>`` and max_batch_size 0, the batch in ``dims``
-    (see :mod:`exporter.pt2` for why).
+    (see :mod:`exporter.pt2` for why). Ragged: ``input_ids`` alone, ragged, plus the ``offsets`` batch input
+    (see :mod:`exporter.ragged`).
     """
     pt2 = options.format == "pt2"
     in_type = TYPE_OF_DTYPE["int32" if options.int32 else "int64"]
     out_type = TYPE_OF_DTYPE["float16" if options.dtype == "float16" else "float32"]
     batch_dim = (-1,) if pt2 else ()
-    inputs = tuple(TensorConfig(input_name(i) if pt2 else n, in_type, batch_dim + (-1,))
-                   for i, n in enumerate(spec.input_names))
+    batch_inputs = ()
+    if options.ragged:
+        inputs = (TensorConfig(RAGGED_INPUT, in_type, (-1,), allow_ragged_batch=True),)
+        batch_inputs = (BatchInput(OFFSETS_KIND, OFFSETS_INPUT, OFFSETS_TYPE, RAGGED_INPUT),)
+    else:
+        inputs = tuple(TensorConfig(input_name(i) if pt2 else n, in_type, batch_dim + (-1,))
+                       for i, n in enumerate(spec.input_names))
     outputs = [TensorConfig(output_name(0) if pt2 else EMBEDDING_OUTPUT, out_type, batch_dim + (spec.hidden_size,))]
     if options.token_embeddings:
         outputs.append(TensorConfig(output_name(1) if pt2 else TOKEN_OUTPUT, out_type,
@@ -154,7 +209,8 @@ def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonMo
         ("DISABLE_OPTIMIZED_EXECUTION", "true" if options.disable_optimized_execution else "false"),
     )
     warmup_len = min(16, spec.max_seq_len)
-    # Warm-up dims leave out the batch dimension only when Triton owns it (max_batch_size > 0).
+    # Warm-up dims leave out the batch dimension only when Triton owns it (max_batch_size > 0). A ragged model
+    # gets each warm-up request as one text of warmup_len zeros: ids [warmup_len], offsets [warmup_len].
     warmup_dims = (1, warmup_len) if pt2 else (warmup_len,)
     warmup = (Warmup("zeros_1x%d" % warmup_len, 1, tuple(TensorConfig(t.name, t.data_type, warmup_dims)
                                                          for t in inputs)),) if options.warmup else ()
@@ -172,6 +228,7 @@ def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonMo
                                                           tuple(options.preferred_batch_sizes)),
         parameters=parameters,
         warmup=warmup,
+        batch_inputs=batch_inputs,
     )
 
 
@@ -202,16 +259,21 @@ def _say(progress: Progress | None, message: str) -> None:
         progress(message)
 
 
-def _sentences_case(report: ParityReport, traced, reference, spec: ModelSpec, options: ExportOptions) -> None:
-    """Text through the reference's own tokenizer and ``encode()`` vs the traced module on the same tokens."""
+def _sentences_case(report: ParityReport, exported, reference, spec: ModelSpec, options: ExportOptions) -> None:
+    """Text through the reference's own tokenizer and ``encode()`` vs the export on the same tokens: a padded batch,
+    or for a ragged export each text unpadded, packed as the backend merges them."""
     texts = ["A man is eating food.", "The quick brown fox jumps over the lazy dog near the river bank today.",
              "Embeddings!"]
     features = reference.preprocess(texts)
     expected = reference.encode(texts, convert_to_tensor=True, normalize_embeddings=False).float().cpu()
     dtype = torch.int32 if options.int32 else torch.int64
-    args = [features[n].to(dtype).to(options.device) for n in spec.input_names]
+    if options.ragged:
+        ids, mask = features["input_ids"], features["attention_mask"].bool()
+        args = pack([row[keep].tolist() for row, keep in zip(ids, mask)], dtype)
+    else:
+        args = tuple(features[n].to(dtype) for n in spec.input_names)
     with torch.inference_mode():
-        out = traced(*args)
+        out = exported(*(a.to(options.device) for a in args))
     report.add("encode() on sentences", expected, out[0] if isinstance(out, tuple) else out,
                seq_len=int(features["input_ids"].shape[1]))
 
@@ -237,7 +299,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     if options.with_tokenizer:
         from .text_models import plan_text_models
 
-        plan_text_models(Path(options.out), name, options.version, options.force)
+        plan_text_models(Path(options.out), name, options.version, options.force, ragged=options.ragged)
     config = build_config(name, spec, options)
     config_text = config.render(source=source_label(source))
 
@@ -254,8 +316,11 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     input_dtype = torch.int32 if options.int32 else torch.int64
     cases = shape_cases(options.max_batch_size, spec.max_seq_len, spec.max_positions)
     example_case = next(c for c in cases if c.padding != "none")
+    # A ragged export traces the padded chunk module; its scripted outer module casts the ids to int64 for it.
+    traced_inputs = RAGGED_INNER_INPUTS if options.ragged else spec.input_names
     example = {k: v.to(options.device) for k, v in make_inputs(
-        example_case, spec.input_names, spec.vocab_size, pad_id, input_dtype).items()}
+        example_case, traced_inputs, spec.vocab_size, pad_id, torch.int64 if options.ragged else input_dtype).items()}
+    tolerance = tolerance_for(options.dtype, options.device)
     with tempfile.TemporaryDirectory(prefix="tei-export-pt2-") as scratch:
         if options.format == "pt2":
             # Compiled outside the repository: only a package that passed the checks is moved in.
@@ -263,14 +328,25 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
             package = export_pt2(wrapper, example, spec.max_positions or spec.max_seq_len,
                                  Path(scratch) / PT2_FILENAME)
             exported = load_pt2(package, options.device)
+        elif options.ragged:
+            _say(progress, "tracing to TorchScript, scripting the ragged batch around it")
+            exported = build_ragged(trace(wrapper, example), pad_id, spec.max_positions, options.token_budget,
+                                    spec.hidden_size, out_dtype)
         else:
             _say(progress, "tracing to TorchScript")
             exported = trace(wrapper, example)
 
-        _say(progress, f"checking the {options.format} model against sentence-transformers at "
-                       f"{len(cases) + 1} shapes")
-        report = check_trace(exported, reference, cases, spec.input_names, spec.vocab_size, pad_id, input_dtype,
-                             tolerance_for(options.dtype, options.device), device=options.device)
+        if options.ragged:
+            batches = ragged_cases(options.max_batch_size, spec.max_seq_len, options.token_budget,
+                                   spec.max_positions)
+            _say(progress, f"checking the ragged model against sentence-transformers on {len(batches) + 1} batches")
+            report = check_ragged(exported, reference, batches, spec.input_names, spec.vocab_size, pad_id,
+                                  input_dtype, tolerance, device=options.device)
+        else:
+            _say(progress, f"checking the {options.format} model against sentence-transformers at "
+                           f"{len(cases) + 1} shapes")
+            report = check_trace(exported, reference, cases, spec.input_names, spec.vocab_size, pad_id,
+                                 input_dtype, tolerance, device=options.device)
         _sentences_case(report, exported, reference, spec, options)
         if not report.passed:
             raise ParityError(
@@ -281,10 +357,13 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
         metadata = ExportMetadata(
             source=source, source_path=str(spec.path), revision=spec.revision, model_type=spec.model_type,
             pooling=spec.pooling, normalize=spec.normalize, max_seq_len=spec.max_seq_len,
-            hidden_size=spec.hidden_size, input_names=list(spec.input_names),
+            hidden_size=spec.hidden_size, input_names=[t.name for t in config.inputs] if options.ragged
+            else list(spec.input_names),
             input_dtype="int32" if options.int32 else "int64", output_names=[t.name for t in config.outputs],
             dtype=options.dtype, format=options.format, device=options.device, prompts=spec.prompts,
             default_prompt_name=spec.default_prompt_name, versions=library_versions(), parity=report.to_dict(),
+            batching=options.batching, offsets_input=OFFSETS_INPUT if options.ragged else None,
+            token_budget=options.token_budget if options.ragged else None,
         )
         _say(progress, f"writing {target.version_dir}")
         model_file = _write_version(target, options.force, config_text, metadata, tokenizer,
@@ -292,9 +371,9 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     files = [target.model_dir / "config.pbtxt", target.version_dir / model_file,
              target.version_dir / "tei_export.json", target.version_dir / TOKENIZER_DIR]
     if options.with_tokenizer:
-        from .text_models import write_text_models
+        from .text_models import text_model_names, write_text_models
 
-        _say(progress, f"writing {name}_tokenizer and {name}_text (text in, embeddings out)")
+        _say(progress, f"writing {' and '.join(text_model_names(name, options.ragged))} (text in, embeddings out)")
         files += write_text_models(Path(options.out), config, metadata, tokenizer, options.version, options.force,
                                    options.buckets, config.instance_group[0].kind)
     return ExportResult(target, spec, config, metadata, report, files, warnings)
@@ -321,7 +400,9 @@ def _write_version(target: VersionTarget, force: bool, config_text: str, metadat
 
 
 def build_wrapper_for(spec: ModelSpec, encoder, options: ExportOptions, out_dtype: torch.dtype):
+    """The module that is traced: the whole export, or for a ragged export the padded chunk inside it."""
     from .wrapper import build_wrapper
 
     return build_wrapper(encoder, spec.input_names, spec.pooling, spec.normalize,
-                         token_embeddings=options.token_embeddings, output_dtype=out_dtype)
+                         token_embeddings=options.token_embeddings, output_dtype=out_dtype,
+                         zero_token_types=options.ragged)

@@ -464,8 +464,8 @@ def check_libtorch(
     >= 0.99999 per row; pass ``atol``/``min_cosine`` to override (``atol=None``: report max|diff|, do not bound it).
     Texts are encoded without any prompt: prompts are the client's business, the model sees what it is sent.
 
-    Returns a report; ``skipped=True`` (and ``ok=False``) when no C++ compiler is available, or when the version's
-    format is neither TorchScript nor pt2. A repository that cannot be read raises TeiExportError; a model
+    Returns a report; ``skipped=True`` (and ``ok=False``) when no C++ compiler is available, when the version's
+    format is neither TorchScript nor pt2, or when it takes ragged batches (not checked in C++ yet). A repository that cannot be read raises TeiExportError; a model
     LibTorch cannot run or whose outputs Triton would refuse gives ``ok=False`` with ``error`` saying why.
     """
     model_dir = Path(model_dir)
@@ -480,6 +480,11 @@ def check_libtorch(
         report.skipped = True
         report.skip_reason = (f"version {repo.version} is {repo.format} ({repo.model_pt.name}); the LibTorch check "
                               "runs TorchScript (model.pt) and AOTInductor (model.pt2) only")  # fmt: skip
+        return report
+    if repo.metadata.get("batching") == "ragged":
+        report.skipped = True
+        report.skip_reason = (f"version {repo.version} takes ragged batches (input_ids + offsets, tei_export.json "
+                              "batching: ragged); the LibTorch check feeds padded ones only")
         return report
     try:
         report.binary = build_checker(cache_dir)

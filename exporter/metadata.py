@@ -21,7 +21,7 @@ class ExportMetadata:
     normalize: bool
     max_seq_len: int
     hidden_size: int
-    input_names: list[str]
+    input_names: list[str]  # what a client sends, in order (ragged: input_ids alone, one text per request)
     input_dtype: str  # "int64" or "int32"
     output_names: list[str]
     dtype: str  # compute precision inside the graph
@@ -32,6 +32,11 @@ class ExportMetadata:
     tokenizer_dir: str = TOKENIZER_DIR  # relative to the version folder
     versions: dict[str, str] = field(default_factory=dict)  # torch, transformers, sentence-transformers, tei-export
     parity: dict = field(default_factory=dict)
+    # "padded" (requests merge when their lengths are equal) or "ragged" (any lengths merge; one text per request,
+    # [1, L], and Triton passes the offsets_input batch input itself). Missing in exports made before ragged: padded.
+    batching: str = "padded"
+    offsets_input: str | None = None
+    token_budget: int | None = None  # ragged: rows x padded length per encoder call
 
     def write(self, version_dir: Path) -> Path:
         path = version_dir / METADATA_FILE

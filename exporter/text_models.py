@@ -2,6 +2,11 @@
 
 The tokenizer model runs ``text_backend/tokenizer_model.py`` on the model's own ``tokenizer.json``; the ensemble
 chains it to the token model, so a client sends UTF-8 strings and gets the embedding back.
+
+A ragged token model takes one text per request, and an ensemble would pass a request of N texts on as one [N, L]
+request (Triton splits the output back by each request's first dimension, so N texts must arrive as N requests).
+Beside a ragged model ``<name>_text`` is therefore a Python model running the same file, which sends each text to the
+token model as a request of its own (BLS) and returns the rows in order; there is no ``<name>_tokenizer``.
 """
 from __future__ import annotations
 
@@ -63,6 +68,17 @@ def tokenizer_config(token_config: TritonModelConfig, kind: str = "KIND_CPU",
         dynamic_batching=DynamicBatching(0), parameters=params)
 
 
+def ragged_text_config(token_config: TritonModelConfig, kind: str = "KIND_CPU",
+                       prompt_name: str | None = None) -> TritonModelConfig:
+    """A Python-backend model: ``text`` (BYTES [1]) in, the ragged token model's ``embedding`` out."""
+    params = (("PROMPT_NAME", prompt_name),) if prompt_name is not None else ()
+    return TritonModelConfig(
+        name=text_name(token_config.name), max_batch_size=token_config.max_batch_size,
+        inputs=(TensorConfig(TEXT_INPUT, "TYPE_STRING", (1,)),), outputs=(token_config.outputs[0],),
+        platform=None, backend="python", instance_group=(InstanceGroup(1, kind),),
+        dynamic_batching=DynamicBatching(0), parameters=params)
+
+
 def ensemble_config(token_config: TritonModelConfig) -> EnsembleConfig:
     """``text`` -> tokenizer -> token model -> ``embedding``."""
     names = tuple((t.name, t.name) for t in token_config.inputs)
@@ -75,41 +91,66 @@ def ensemble_config(token_config: TritonModelConfig) -> EnsembleConfig:
                EnsembleStep(token_config.name, names, ((embedding.name, embedding.name),))))
 
 
-def settings(meta: ExportMetadata, tokenizer, buckets: tuple[int, ...]) -> dict:
+def settings(meta: ExportMetadata, tokenizer, buckets: tuple[int, ...],
+             token_config: TritonModelConfig | None = None) -> dict:
+    """text_settings.json; ``token_config`` (a ragged token model) makes the model send texts to it (BLS)."""
     import tokenizers
 
-    return {"max_seq_len": meta.max_seq_len, "buckets": list(buckets),
+    data = {"max_seq_len": meta.max_seq_len, "buckets": list(buckets),
             "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
             "padding_side": getattr(tokenizer, "padding_side", "right"), "prompts": dict(meta.prompts),
             "default_prompt_name": meta.default_prompt_name, "tokenizers_version": tokenizers.__version__}
+    if token_config is not None:
+        ids = token_config.inputs[0]
+        data["token_model"] = {"name": token_config.name, "input": ids.name, "data_type": ids.data_type,
+                               "output": token_config.outputs[0].name}
+    return data
 
 
-def plan_text_models(repo: Path, name: str, version: int, force: bool) -> None:
+def text_model_names(name: str, ragged: bool = False) -> tuple[str, ...]:
+    """The models written beside token model ``name``."""
+    return (text_name(name),) if ragged else (tokenizer_name(name), text_name(name))
+
+
+def plan_text_models(repo: Path, name: str, version: int, force: bool, ragged: bool = False) -> None:
     """Before any slow work: refuse (like the token model) when a text model's version exists and not --force."""
-    for model in (tokenizer_name(name), text_name(name)):
+    for model in text_model_names(name, ragged):
         plan_version(Path(repo), model, version, force)
 
 
 def write_text_models(repo: Path, token_config: TritonModelConfig, meta: ExportMetadata, tokenizer,
                       version: int = 1, force: bool = False, buckets: tuple[int, ...] | None = None,
                       kind: str = "KIND_CPU") -> list[Path]:
-    """Write ``<name>_tokenizer`` and ``<name>_text`` into ``repo``, each all-or-nothing; returns their folders."""
+    """Write ``<name>_tokenizer`` and ``<name>_text`` (for a ragged token model ``<name>_text`` alone) into ``repo``,
+    each all-or-nothing; returns their folders."""
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError("the model's tokenizer has no fast (tokenizer.json) version",
                                     fix="export without --with-tokenizer and tokenize on the client",
                                     where="--with-tokenizer")
-    tok_cfg, ens_cfg = tokenizer_config(token_config, kind), ensemble_config(token_config)
     source = source_label(meta.source)
-    texts = (tok_cfg.render(source=source, template="tokenizer.pbtxt.j2"),
-             ens_cfg.render(source=source, template="ensemble.pbtxt.j2"))
-    targets = [plan_version(Path(repo), c.name, version, force) for c in (tok_cfg, ens_cfg)]
+    if meta.batching == "ragged":
+        return [_write_python_model(Path(repo), ragged_text_config(token_config, kind), "ragged_text.pbtxt.j2",
+                                    settings(meta, tokenizer, (), token_config), tokenizer, version, force, source)]
+    tok_cfg, ens_cfg = tokenizer_config(token_config, kind), ensemble_config(token_config)
+    ens_text = ens_cfg.render(source=source, template="ensemble.pbtxt.j2")
+    ens_target = plan_version(Path(repo), ens_cfg.name, version, force)
     data = settings(meta, tokenizer, bucket_sizes(buckets, meta.max_seq_len))
-    with staged_version(targets[0], force) as staging:
+    written = [_write_python_model(Path(repo), tok_cfg, "tokenizer.pbtxt.j2", data, tokenizer, version, force,
+                                   source)]
+    with staged_version(ens_target, force) as staging:
+        (staging / "config.pbtxt").write_text(ens_text, encoding="utf-8")
+    return written + [ens_target.model_dir]
+
+
+def _write_python_model(repo: Path, config: TritonModelConfig, template: str, data: dict, tokenizer, version: int,
+                        force: bool, source: str | None) -> Path:
+    """A model running text_backend/tokenizer_model.py, all-or-nothing; returns its folder."""
+    text = config.render(source=source, template=template)
+    target = plan_version(repo, config.name, version, force)
+    with staged_version(target, force) as staging:
         version_dir = staging / str(version)
         shutil.copyfile(TOKENIZER_MODEL_PY, version_dir / "model.py")
         tokenizer.backend_tokenizer.save(str(version_dir / "tokenizer.json"))
         (version_dir / SETTINGS_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        (staging / "config.pbtxt").write_text(texts[0], encoding="utf-8")
-    with staged_version(targets[1], force) as staging:
-        (staging / "config.pbtxt").write_text(texts[1], encoding="utf-8")
-    return [t.model_dir for t in targets]
+        (staging / "config.pbtxt").write_text(text, encoding="utf-8")
+    return target.model_dir

@@ -12,6 +12,7 @@ import torch
 
 from .errors import UnsupportedModelError, first_line
 from .parity import ParityReport, Tolerance
+from .ragged import pack, pad_right
 from .reference import reference_embeddings
 
 
@@ -45,8 +46,7 @@ def make_inputs(
 ) -> dict[str, torch.Tensor]:
     """Token tensors for ``case``: random ids, real lengths from 1 to seq_len, padded on the case's side."""
     gen = torch.Generator().manual_seed(seed + case.batch * 1009 + case.seq_len)
-    low = min(1000, max(vocab_size // 2, 1))
-    ids = torch.randint(low, vocab_size, (case.batch, case.seq_len), generator=gen)
+    ids = _random_ids(gen, vocab_size, (case.batch, case.seq_len))
     mask = torch.ones_like(ids)
     if case.padding != "none" and case.seq_len > 1:
         lengths = torch.linspace(case.seq_len, 1, case.batch).round().long()
@@ -58,6 +58,79 @@ def make_inputs(
     if "token_type_ids" in input_names:
         features["token_type_ids"] = torch.zeros_like(ids)
     return {name: features[name].to(dtype) for name in input_names}
+
+
+def _random_ids(gen: torch.Generator, vocab_size: int, shape: tuple[int, ...]) -> torch.Tensor:
+    # Ordinary tokens: above the special and unused ids that BERT-style vocabularies put first.
+    low = min(1000, max(vocab_size // 2, 1))
+    return torch.randint(low, vocab_size, shape, generator=gen)
+
+
+@dataclass(frozen=True)
+class RaggedCase:
+    """Merged requests as a ragged model receives them: one text per request, ``lengths`` tokens each, in order."""
+
+    name: str
+    lengths: tuple[int, ...]
+
+
+def ragged_cases(max_batch_size: int, max_seq_len: int, token_budget: int,
+                 max_positions: int | None = None) -> list[RaggedCase]:
+    """Ragged batches Triton may merge: lengths out of order (rows must come back in request order), single-token
+    texts, the max length and position limit, the max batch, and enough tokens to need several encoder chunks."""
+    short, mid = min(12, max_seq_len), min(37, max_seq_len)
+    mixed = tuple(min(n, max_seq_len) for n in (5, 1, 37, 12, 2, 29, 8, 21, 3, 16, 33, 1, 9))[:max_batch_size]
+    cases = [
+        RaggedCase("one request", (short,)),
+        RaggedCase("single token", (1,)),
+        RaggedCase("many lengths, request order", mixed),
+        RaggedCase("max batch", tuple(1 + (i * 7) % mid for i in range(max_batch_size))),
+        RaggedCase("max length", (3, max_seq_len, 1, max_seq_len - 1)[:max_batch_size]),
+    ]
+    if max_positions and max_positions > max_seq_len:
+        cases.append(RaggedCase("position limit", (max_positions,)))
+    # Texts of about the chunk width, (budget // width) to a chunk, three chunks' worth and one more, shuffled so
+    # that sorting has work to do. More texts than max_batch_size may merge: the module's chunking is what is checked.
+    width = min(max_seq_len, token_budget)
+    per_chunk = max(1, token_budget // width)
+    lengths = [max(1, width - (i * 5) % max(1, width // 4)) for i in range(3 * per_chunk + 1)]
+    cases.append(RaggedCase("several chunks", tuple(lengths[1::2] + lengths[0::2])))
+    return cases
+
+
+def ragged_texts(case: RaggedCase, vocab_size: int, seed: int = 0) -> list[list[int]]:
+    """Random token lists of the case's lengths."""
+    gen = torch.Generator().manual_seed(seed + len(case.lengths) * 1009 + sum(case.lengths))
+    return [_random_ids(gen, vocab_size, (length,)).tolist() for length in case.lengths]
+
+
+def check_ragged(
+    module,
+    reference,
+    cases: list[RaggedCase],
+    input_names: tuple[str, ...],
+    vocab_size: int,
+    pad_id: int,
+    input_dtype: torch.dtype,
+    tolerance: Tolerance,
+    device: str = "cpu",
+) -> ParityReport:
+    """Run the ragged ``module`` on (ids, offsets) as the backend passes them, and the eager ``reference`` on the same
+    texts padded as a tokenizer pads them (``input_names``: the model's own inputs), for every case."""
+    report = ParityReport(tolerance)
+    for case in cases:
+        texts = ragged_texts(case, vocab_size)
+        ids, offsets = pack(texts, input_dtype)
+        with torch.inference_mode():
+            embedding = module(ids.to(device), offsets.to(device))
+        features = pad_right(texts, pad_id)
+        if "token_type_ids" in input_names:
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        expected = reference_embeddings(reference, {k: v.to(device) for k, v in features.items()})
+        chunks = len(module.chunks(torch.tensor(case.lengths)))
+        report.add(f"{case.name} ({chunks} chunk{'s' if chunks > 1 else ''})", expected, embedding,
+                   seq_len=max(case.lengths))
+    return report
 
 
 def trace(wrapper: torch.nn.Module, example: dict[str, torch.Tensor]) -> torch.jit.ScriptModule:

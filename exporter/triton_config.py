@@ -30,6 +30,26 @@ class TensorConfig:
     name: str
     data_type: str
     dims: tuple[int, ...]
+    # Ragged batching: requests of different shapes are merged into one flat tensor of all their elements.
+    allow_ragged_batch: bool = False
+
+
+# Triton's batch_input kinds; the types a batch input may have (the server refuses others at load).
+BATCH_INPUT_KINDS = ("BATCH_ELEMENT_COUNT", "BATCH_ACCUMULATED_ELEMENT_COUNT",
+                     "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO", "BATCH_MAX_ELEMENT_COUNT_AS_SHAPE",
+                     "BATCH_ITEM_SHAPE", "BATCH_ITEM_SHAPE_FLATTEN")
+BATCH_INPUT_TYPES = ("TYPE_INT32", "TYPE_FP32")
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """A tensor Triton computes from the merged batch (e.g. each request's end offset) and passes as an extra
+    model input named ``target_name``."""
+
+    kind: str
+    target_name: str
+    data_type: str
+    source_input: str
 
 
 @dataclass(frozen=True)
@@ -65,6 +85,7 @@ class TritonModelConfig:
     dynamic_batching: DynamicBatching | None = DynamicBatching()
     parameters: tuple[tuple[str, str], ...] = ()
     warmup: tuple[Warmup, ...] = field(default=())
+    batch_inputs: tuple[BatchInput, ...] = ()
 
     def __post_init__(self):
         self.validate()
@@ -109,12 +130,43 @@ class TritonModelConfig:
             if self.max_batch_size == 0:
                 raise _fail(n, "dynamic_batching", "dynamic batching needs max_batch_size > 0",
                             "set max_batch_size or drop dynamic batching")
+        self._validate_ragged()
+        targets = {b.target_name for b in self.batch_inputs}
         for w in self.warmup:
             for t in w.inputs:
+                if t.name in targets:
+                    raise _fail(n, f"model_warmup '{w.name}'.inputs '{t.name}'",
+                                "it is a batch_input target, which Triton computes from the batch",
+                                "leave batch_input targets out of model_warmup")
                 if any(d < 1 for d in t.dims):
                     raise _fail(n, f"model_warmup '{w.name}'.inputs '{t.name}'.dims",
                                 f"warmup dims {list(t.dims)} are not fully specified",
                                 "give every warmup dimension a positive size (batch dimension excluded)")
+
+    def _validate_ragged(self) -> None:
+        n = self.name
+        ragged = [t.name for t in self.inputs if t.allow_ragged_batch]
+        if (ragged or self.batch_inputs) and self.max_batch_size == 0:
+            what = f"input '{ragged[0]}'.allow_ragged_batch" if ragged else "batch_input"
+            raise _fail(n, what, "ragged batching and batch inputs need Triton to batch requests (max_batch_size 0)",
+                        "set max_batch_size > 0 (and dynamic_batching), or drop allow_ragged_batch and batch_input")
+        inputs = {t.name for t in self.inputs}
+        seen = set()
+        for b in self.batch_inputs:
+            where = f"batch_input '{b.target_name}'"
+            if b.kind not in BATCH_INPUT_KINDS:
+                raise _fail(n, f"{where}.kind", f"unknown batch input kind {b.kind}",
+                            f"use one of {', '.join(BATCH_INPUT_KINDS)}")
+            if b.data_type not in BATCH_INPUT_TYPES:
+                raise _fail(n, f"{where}.data_type", f"Triton refuses {b.data_type} for a batch input at load",
+                            f"use {' or '.join(BATCH_INPUT_TYPES)} (the model casts it)")
+            if b.source_input not in inputs:
+                raise _fail(n, f"{where}.source_input", f"'{b.source_input}' is not an input of the model",
+                            f"name one of the config inputs ({', '.join(sorted(inputs))})")
+            if b.target_name in inputs or b.target_name in seen:
+                raise _fail(n, f"{where}.target_name", "the name is already taken by an input or batch input",
+                            "give each batch input its own forward() argument name")
+            seen.add(b.target_name)
 
     def render(self, source: str | None = None, template: str = "config.pbtxt.j2") -> str:
         """config.pbtxt text; raises ConfigError if Triton's protobuf does not accept it."""

@@ -49,6 +49,14 @@ class EmbeddingIdsMask(_Embedding):
         return self._embed(input_ids, attention_mask)
 
 
+class EmbeddingZeroTypes(_Embedding):
+    """A model with token types, fed zeros: what its tokenizer gives every single text (types differ only in text
+    pairs, which embedding models are not given), so the ragged export need not carry them per request."""
+
+    def forward(self, input_ids, attention_mask):
+        return self._embed(input_ids, attention_mask, torch.zeros_like(input_ids))
+
+
 def build_wrapper(
     encoder: torch.nn.Module,
     input_names: tuple[str, ...],
@@ -56,6 +64,11 @@ def build_wrapper(
     normalize: bool,
     token_embeddings: bool = False,
     output_dtype: torch.dtype = torch.float32,
+    zero_token_types: bool = False,
 ) -> _Embedding:
-    cls = EmbeddingWithTypes if "token_type_ids" in input_names else EmbeddingIdsMask
+    """The module to trace; ``zero_token_types`` drops a ``token_type_ids`` argument and feeds zeros instead."""
+    if "token_type_ids" in input_names:
+        cls = EmbeddingZeroTypes if zero_token_types else EmbeddingWithTypes
+    else:
+        cls = EmbeddingIdsMask
     return cls(encoder, pooling, normalize, token_embeddings, output_dtype).eval()

@@ -55,3 +55,20 @@ def test_served_on_gpu_instances(tmp_path, minilm):
                                        max_batch_size=8))
     report = verify_repository(tmp_path / "repo", protocols=("grpc",), corpus_size=12)
     assert report.passed, report.table()
+
+
+def test_ragged_on_gpu(tmp_path, minilm):
+    """On a KIND_GPU instance the backend passes the flat ids and the offsets on the GPU; the rows stay there."""
+    from exporter.ragged import pack
+
+    result = export_model(minilm, ExportOptions(out=tmp_path, name="m", device="cuda", dtype="float16",
+                                                batching="ragged", max_batch_size=8))
+    assert result.parity.passed and result.parity.min_cosine >= 0.999
+    module = torch.jit.load(str(result.target.version_dir / "model.pt"), map_location="cuda")
+    st = fx.load_sentence_transformer(minilm)
+    ids, offsets = pack(st.tokenizer(TEXTS)["input_ids"])
+    with torch.inference_mode():
+        got = module(ids.cuda(), offsets.cuda())
+    assert got.device.type == "cuda" and got.dtype == torch.float16 and got.shape == (len(TEXTS), 384)
+    want = st.encode(TEXTS, convert_to_tensor=True).cuda()
+    assert torch.nn.functional.cosine_similarity(got.float(), want, dim=1).min() >= 0.999

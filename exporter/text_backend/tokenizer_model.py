@@ -5,7 +5,13 @@ stub, where the exporter package is not installed. Settings come from ``text_set
 max_seq_len, length buckets, pad id/side, output names and dtypes, and the sentence-transformers prompts.
 A request's texts are truncated to max_seq_len and padded to the smallest bucket holding its longest text, so the
 dynamic batcher of the token model can merge requests of equal bucket.
+
+With a ragged token model (settings ``token_model``) this is the text model itself (``<name>_text``): a ragged model
+takes one text per request, so each text is tokenized unpadded and sent to it as a request of its own ``[1, L]``
+(business logic scripting, BLS), and the rows come back in the request's order. Triton then merges the texts of
+all requests whatever their lengths, and a request of N texts still gets N rows.
 """
+import asyncio
 import json
 import os
 
@@ -35,7 +41,9 @@ class TritonPythonModel:
         self.pad_id = int(settings["pad_id"])
         self.left = settings.get("padding_side", "right") == "left"
         config = json.loads(args["model_config"])
-        self.outputs = [(o["name"], _NUMPY[o["data_type"]]) for o in config["output"]]
+        self.token_model = settings.get("token_model")
+        # Token outputs (input_ids, ...) for the padded token model; the embedding as received from a ragged one.
+        self.outputs = [(o["name"], _NUMPY.get(o["data_type"])) for o in config["output"]]
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         prompt_name = params.get("PROMPT_NAME", settings.get("default_prompt_name") or "")
         prompts = settings.get("prompts") or {}
@@ -49,7 +57,8 @@ class TritonPythonModel:
                 return size
         return max(longest, min(self.max_seq_len, max(self.buckets)))
 
-    def _one(self, request):
+    def _texts(self, request):
+        """(the request's texts with the prompt, None), or (None, an error response naming a non-UTF-8 element)."""
         raw = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
         texts = []
         for i, value in enumerate(raw):
@@ -59,8 +68,14 @@ class TritonPythonModel:
             try:
                 texts.append(self.prompt + bytes(value).decode("utf-8"))
             except UnicodeDecodeError as err:
-                return pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                return None, pb_utils.InferenceResponse(error=pb_utils.TritonError(
                     "input 'text' element %d is not valid UTF-8 (%s); send text encoded as UTF-8" % (i, err)))
+        return texts, None
+
+    def _one(self, request):
+        texts, error = self._texts(request)
+        if error is not None:
+            return error
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
         length = self._length(max(len(e.ids) for e in encodings))
         tensors = []
@@ -80,7 +95,40 @@ class TritonPythonModel:
             tensors.append(pb_utils.Tensor(name, out))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
+    async def _embed(self, request):
+        """One request's texts through the ragged token model, one BLS request per text, rows in text order."""
+        texts, error = self._texts(request)
+        if error is not None:
+            return error
+        model = self.token_model
+        dtype = _NUMPY[model["data_type"]]
+        calls = [pb_utils.InferenceRequest(
+            model_name=model["name"], requested_output_names=[model["output"]],
+            inputs=[pb_utils.Tensor(model["input"], np.asarray([e.ids], dtype=dtype))]).async_exec()
+            for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
+        rows = []
+        for i, response in enumerate(await asyncio.gather(*calls)):
+            if response.has_error():
+                return pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    "model '%s' failed on text %d: %s" % (model["name"], i, response.error().message())))
+            rows.append(pb_utils.get_output_tensor_by_name(response, model["output"]).as_numpy())
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.outputs[0][0], np.concatenate(rows))])
+
+    async def _execute_ragged(self, requests):
+        async def answer(request):
+            try:
+                return await self._embed(request)
+            except Exception as err:  # one bad request never takes the others down
+                return pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    "text model failed: %s: %s" % (type(err).__name__, err)))
+
+        # Every text of every request is in flight at once, for the token model's batcher to merge.
+        return list(await asyncio.gather(*(answer(r) for r in requests)))
+
     def execute(self, requests):
+        if self.token_model:
+            # A coroutine: the Python backend runs it to completion, so the BLS calls can be awaited together.
+            return self._execute_ragged(requests)
         responses = []
         for request in requests:
             try:

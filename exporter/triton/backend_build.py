@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 from ..cache import cache_dir, install
 from ..errors import BackendBuildError, TeiExportError, first_line
 from ..libtorch import LibTorch, find_compiler, installed_libtorch
-from .backend_source import BackendSource, locate_source, unpack
+from .backend_source import locate_source, unpack
 from .binary import TritonBinary, python_bin_dir
 from .releases import branch_for
 

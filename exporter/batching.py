@@ -1,0 +1,15 @@
+"""How an export is batched by Triton, as names and numbers: light enough for the CLI to import without torch.
+
+* ``padded``: a request is a padded ``[batch, length]`` batch with its attention mask; Triton's dynamic batcher
+  merges only requests of equal length.
+* ``ragged``: a request is one text ``[1, length]``; Triton merges any lengths into one flat tensor plus each
+  request's end offset (see :mod:`exporter.ragged`).
+"""
+BATCHING_MODES = ("padded", "ragged")
+OFFSETS_INPUT = "offsets"  # forward() argument and batch_input target_name
+OFFSETS_KIND = "BATCH_ACCUMULATED_ELEMENT_COUNT"
+OFFSETS_TYPE = "TYPE_INT32"  # the backend refuses TYPE_INT64 batch inputs (only INT32 and FP32)
+RAGGED_INPUT = "input_ids"
+# Rows x padded length per encoder call. A starting point, pending measurement through a served model: large enough
+# that typical merged batches of short texts run as one call, small enough that long texts are split into chunks.
+DEFAULT_TOKEN_BUDGET = 4096
