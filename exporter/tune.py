@@ -120,7 +120,8 @@ class TuneReport:
         rows = [("intra", "inter", "instances", "delay us", "seq/s", "p50 ms", "p95 ms", "requests", "parity")]
         for r in self.results:
             t = r.trial
-            head = (str(t.intra_op_threads), str(t.inter_op_threads or "-"), str(t.instances), str(t.max_queue_delay_us))
+            head = (str(t.intra_op_threads), str(t.inter_op_threads or "-"), str(t.instances),
+                    str(t.max_queue_delay_us))
             if r.error:
                 rows.append((*head, "error", r.error[:60], "", "", ""))
             else:
@@ -224,7 +225,9 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                     names = [t.name for t in served.inputs]
                     dtype = served.inputs[0].numpy_dtype
                     output = served.outputs[0].name
-                    requests = [encode_batch(tokenizer, [t], meta.max_seq_len, names, dtype, DEFAULT_BUCKETS,
+                    # a ragged export takes each text unpadded; a padded one merges only equal (bucketed) lengths
+                    buckets = None if meta.batching == "ragged" else DEFAULT_BUCKETS
+                    requests = [encode_batch(tokenizer, [t], meta.max_seq_len, names, dtype, buckets,
                                              model_inputs=meta.input_names) for t in texts]
                     got = send_all(server.grpc_url, "grpc", options.model, requests, output, options.concurrency)
                     parity = parity_of(expected, got, tolerance)

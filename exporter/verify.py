@@ -43,6 +43,8 @@ class Run:
 
 
 DEFAULT_RUNS = (Run(1, 1), Run(4, 2), Run(16, 1), Run(1, 8))
+# A ragged export takes one text per request; what varies is how many requests Triton merges (concurrency).
+RAGGED_RUNS = (Run(1, 1), Run(1, 4), Run(1, 16), Run(1, 64))
 
 
 @dataclass
@@ -136,7 +138,8 @@ class VerifyReport:
                              f"requests ({c.texts_sent} texts) in {c.executions} executions")
             elif c.inferences:
                 lines.append(f"{c.model} over {c.protocol}: dynamic batching ran {c.requests} requests "
-                             f"({c.inferences} texts) in {c.executions} executions")
+                             f"({c.inferences} texts) in {c.executions} executions "
+                             f"({c.requests / max(c.executions, 1):.1f} requests per execution)")
         for r in self.libtorch:
             if r.get("skipped"):
                 lines.append(f"libtorch C++ check of {r['model']}: skipped ({r.get('skip_reason')})")
@@ -209,7 +212,9 @@ def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], to
     dtype = served.inputs[0].numpy_dtype
     output = served.outputs[0].name
     chunks = _split(list(range(len(texts))), run.batch)
-    buckets = DEFAULT_BUCKETS if run.concurrency > 1 else None
+    # bucket padding lets the padded export's batcher merge equal lengths; a ragged export gets each text as it is
+    # (it has no attention mask: padding would be read as tokens)
+    buckets = DEFAULT_BUCKETS if run.concurrency > 1 and meta.batching != "ragged" else None
     local = threading.local()
     clients: list[TritonClient] = []
     lock = threading.Lock()
@@ -236,7 +241,8 @@ def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], to
 
 
 def verify_model(url: str, protocol: str, model: ExportedModel, items: list[CorpusItem], expected: np.ndarray,
-                 tokenizer, runs=DEFAULT_RUNS, timeout_s: float = 120.0, nvidia_label: str = NVIDIA_LABEL) -> ModelCheck:
+                 tokenizer, runs=DEFAULT_RUNS, timeout_s: float = 120.0,
+                 nvidia_label: str = NVIDIA_LABEL) -> ModelCheck:
     check = ModelCheck(model.name, protocol, texts=len(items))
     texts = [i.text for i in items]
     tolerance = tolerance_for(model.metadata.dtype, model.metadata.device)
@@ -245,9 +251,10 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
             served = admin.model(model.name)
             check.served_by = served_by(served.backend, served.runtime, served.platform, nvidia_label)
             check.batching = served.max_batch_size > 0
+            ragged = model.metadata.batching == "ragged"
             before = admin.statistics(model.name)
-            for run in runs:
-                batch = min(run.batch, request_rows(served))
+            for run in (RAGGED_RUNS if ragged and runs is DEFAULT_RUNS else runs):
+                batch = 1 if ragged else min(run.batch, request_rows(served))
                 started = time.monotonic()
                 got = _send_run(url, protocol, served, texts, tokenizer, model.metadata, Run(batch, run.concurrency),
                                 timeout_s)
@@ -276,9 +283,11 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(name)
             token_model = admin.model(model.name)
+            token_side = served_by(token_model.backend, token_model.runtime, token_model.platform, nvidia_label)
             check.served_by = (f"ensemble: {model.name}_tokenizer on the Python backend, then {model.name} on the "
-                               + served_by(token_model.backend, token_model.runtime, token_model.platform,
-                                           nvidia_label))
+                               f"{token_side}" if served.platform == "ensemble" else
+                               f"{name} on the Python backend (one request per text to {model.name}), then "
+                               f"{model.name} on the {token_side}")
             output = served.outputs[0].name
             before = admin.statistics(model.name)
             for run in runs:

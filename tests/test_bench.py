@@ -26,8 +26,15 @@ CELL_KEYS = {"mode", "workload", "batch", "concurrency", "calls", "seqs", "secon
 
 
 @pytest.fixture(scope="module")
-def quick_run(minilm_export, tmp_path_factory):
-    repo = minilm_export.target.model_dir.parent
+def quick_run(minilm_export, minilm, tmp_path_factory):
+    # the session's MiniLM export, and a ragged export of the same source beside it (served as triton_grpc_ragged)
+    import shutil
+
+    from exporter.export import ExportOptions, export_model
+
+    repo = tmp_path_factory.mktemp("bench_repo")
+    shutil.copytree(minilm_export.target.model_dir, repo / minilm_export.target.name)
+    export_model(minilm, ExportOptions(out=repo, name="minilm_ragged", batching="ragged", max_batch_size=64))
     lines: list[str] = []
     report = run_bench(BenchOptions.quick_options(repo, minilm_export.target.name), progress=lines.append)
     out = tmp_path_factory.mktemp("bench_out")
@@ -47,8 +54,15 @@ def test_results_shape(quick_run):
     both = "NVIDIA's LibTorch backend" in data["server"]
     assert set(modes) == set(IN_PROCESS_MODES) | set(SERVER_MODES) | {INFINITY} | \
         (set(SERVER_MODES_COMPAT) if both else set())
-    for mode in IN_PROCESS_MODES + ("triton_grpc", "triton_http") + (("triton_grpc_compat",) if both else ()):
+    for mode in IN_PROCESS_MODES + ("triton_grpc", "triton_http", "triton_grpc_ragged") + \
+            (("triton_grpc_compat", "triton_grpc_ragged_compat") if both else ()):
         assert modes[mode]["status"] == "measured", modes[mode]
+    assert modes["triton_grpc_ragged"]["detail"].startswith("minilm_ragged, the ragged export of the same source")
+    assert modes["st_encode"]["detail"].startswith("SentenceTransformer.encode(texts, batch_size=batch)")
+    # issue 11's ratios are computed from this run's cells (infinity-emb's only when it was measured)
+    ragged_targets = {t["name"].split(",")[0]: t for t in data["targets"] if "ragged" in t["name"]}
+    assert len(ragged_targets) == 3
+    assert all(t["value"] is not None for n, t in ragged_targets.items() if "infinity" not in n)
     if both:
         assert modes["triton_grpc"]["detail"].startswith("NVIDIA C++ libtriton_pytorch.so")
         assert modes["triton_grpc_compat"]["detail"].startswith("compatibility backend (model.py)")

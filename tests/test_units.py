@@ -171,7 +171,8 @@ def test_verify_report_counts_requests_and_texts_apart():
     unbatched = ModelCheck("p", "http", texts=10, runs=list(runs), inferences=13, executions=13, batching=False)
     report = VerifyReport("test server", [batching, unbatched])
     lines = report.table().splitlines()
-    assert "m over grpc: dynamic batching ran 13 requests (20 texts) in 6 executions" in lines
+    assert "m over grpc: dynamic batching ran 13 requests (20 texts) in 6 executions (2.2 requests per execution)" \
+        in lines
     assert "p over http: max_batch_size 0, no dynamic batching: 13 requests (20 texts) in 13 executions" in lines
     data = report.to_dict()["checks"][0]
     assert (data["requests"], data["texts_sent"], data["inferences"], data["executions"]) == (13, 20, 20, 6)

@@ -8,12 +8,13 @@ from pathlib import Path
 import torch
 
 
-def sibling_export(repo: Path, meta, dtype: str, fmt: str):
-    """An export in ``repo`` of the same source in ``dtype`` and format ``fmt``, or None."""
+def sibling_export(repo: Path, meta, dtype: str, fmt: str, batching: str = "padded"):
+    """An export in ``repo`` of the same source in ``dtype``, format ``fmt`` and ``batching``, or None."""
     from ..verify import exported_models
 
     return next((m for m in exported_models(repo) if m.metadata.source_path == meta.source_path
-                 and m.metadata.dtype == dtype and m.metadata.format == fmt), None)
+                 and m.metadata.dtype == dtype and m.metadata.format == fmt and m.metadata.batching == batching),
+                None)
 
 
 def pt2_module(repo: Path, meta, wrapper, spec, example, scratch: Path):

@@ -48,3 +48,28 @@ def measure_in_process(fn, chunks: list[Chunk], expected: np.ndarray, tolerance:
     cell.model_gflop_per_s = flops / elapsed / 1e9
     cell.fraction_of_matmul_peak = cell.model_gflop_per_s / peak if peak else 0.0
     return cell
+
+
+def measure_encode(reference, texts: list[str], lengths: list[int], batch: int, expected: np.ndarray,
+                   tolerance: Tolerance, flop: FlopModel, peak: float, options: BenchOptions, cell: Cell) -> Cell:
+    """``reference.encode(texts, batch_size=batch)`` per timed call: the whole workload, sorted by length inside
+    encode() and run in batches of ``batch`` (``lengths``: each text's real token count, for tokens/s and FLOPs)."""
+    got = reference.encode(texts, batch_size=batch, convert_to_numpy=True, normalize_embeddings=False)
+    cell.parity = parity_of(expected, np.asarray(got, dtype=np.float32), tolerance)  # also the warm-up
+    ordered = sorted(lengths, reverse=True)  # as encode() orders them: each batch pads to its first text
+    call_flops = sum(flop.flops(len(ordered[i:i + batch]), ordered[i]) for i in range(0, len(ordered), batch))
+    latencies = []
+    start = time.perf_counter()
+    for k in itertools.count():
+        if k >= options.max_calls or (k > 0 and time.perf_counter() - start >= options.max_seconds):
+            break
+        t0 = time.perf_counter()
+        reference.encode(texts, batch_size=batch, convert_to_numpy=True, normalize_embeddings=False)
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    cell.calls, cell.seqs, cell.seconds = len(latencies), len(latencies) * len(texts), elapsed
+    cell.seq_per_s, cell.tokens_per_s = cell.seqs / elapsed, len(latencies) * sum(lengths) / elapsed
+    cell.p50_ms, cell.p95_ms, cell.p99_ms = percentiles(latencies)
+    cell.model_gflop_per_s = len(latencies) * call_flops / elapsed / 1e9
+    cell.fraction_of_matmul_peak = cell.model_gflop_per_s / peak if peak else 0.0
+    return cell

@@ -8,7 +8,8 @@ from typing import Callable
 
 import numpy as np
 
-from .modes import (COMPAT_SUFFIX, EAGER, GRPC, IN_PROCESS_MODES, INFINITY, ORT_FP32, TS_BF16, TS_FP32)
+from .modes import (COMPAT_SUFFIX, EAGER, GRPC, GRPC_RAGGED, IN_PROCESS_MODES, INFINITY, ORT_FP32, ST_ENCODE, TS_BF16,
+                    TS_FP32)
 
 Progress = Callable[[str], None]
 
@@ -207,4 +208,20 @@ def targets_of(report: BenchReport) -> list[dict]:
     out.append(target("Triton served throughput ahead of infinity-emb at every concurrency: min over concurrencies "
                       "of Triton gRPC / infinity-emb, single sentences (seq/s)", "> 1",
                       min(ratios) if ratios else None, lambda x: x > 1))
+    # issue 11: the ragged export on real mixed-length text, one text per request
+    ragged64, bucketed64 = report.cell(GRPC_RAGGED, "mixed", concurrency=64), report.cell(GRPC, "mixed", concurrency=64)
+    v = ragged64.seq_per_s / bucketed64.seq_per_s if ragged64 and bucketed64 else None
+    out.append(target("ragged export / bucketed export, gRPC at 64 clients, mixed-length text (seq/s)", ">= 1.5", v,
+                      lambda x: x >= 1.5))
+    encodes = [c for c in report.cells if c.mode == ST_ENCODE and c.workload == "mixed" and c.error is None]
+    best = max(encodes, key=lambda c: c.seq_per_s) if encodes else None
+    v = ragged64.seq_per_s / best.seq_per_s if ragged64 and best else None
+    out.append(target("ragged export gRPC at 64 clients / in-process SentenceTransformer.encode() (its best batch "
+                      "size), mixed-length text (seq/s)", ">= 0.9", v, lambda x: x >= 0.9))
+    pairs = [(report.cell(GRPC_RAGGED, "mixed", concurrency=c), report.cell(INFINITY, "mixed", concurrency=c))
+             for c in report.options.get("concurrencies", ())]
+    ratios = [r.seq_per_s / inf.seq_per_s for r, inf in pairs if r and inf and inf.seq_per_s]
+    out.append(target("ragged Triton ahead of infinity-emb at every concurrency on mixed-length text: min over "
+                      "concurrencies of ragged gRPC / infinity-emb (seq/s)", "> 1", min(ratios) if ratios else None,
+                      lambda x: x > 1))
     return out

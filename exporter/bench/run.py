@@ -15,8 +15,8 @@ from ..parity import tolerance_for
 from .in_process import bf16_module, pt2_module
 from .infinity import measure_infinity
 from .machine import FlopModel, machine_info
-from .measure import measure_in_process
-from .modes import (COMPAT_SUFFIX, EAGER, ORT_FP32, PT2_FP32, SERVER_MODES, TS_BF16, TS_FP32)
+from .measure import measure_encode, measure_in_process
+from .modes import (COMPAT_SUFFIX, EAGER, ORT_FP32, PT2_FP32, SERVER_MODES, ST_ENCODE, TS_BF16, TS_FP32)
 from .options import BenchOptions
 from .report import BenchReport, Cell, ModeInfo, Progress, cell_line, fill_ratios, say, targets_of
 from .served import serve_and_measure, served_backends
@@ -36,6 +36,11 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     repo = Path(options.repository)
     target = exported_models(repo, [options.model])[0]
     meta = target.metadata
+    if meta.batching == "ragged":
+        raise TeiExportError(f"{options.model} is a ragged export; bench measures a padded export and serves the "
+                             "ragged export of the same source beside it",
+                             fix="pass --model with the name of the padded (default) export of the same model",
+                             where=str(target.model_dir))
     if meta.dtype != "float32" or meta.format != "torchscript":
         raise TeiExportError(f"bench compares against a float32 TorchScript export, and {options.model} is "
                              f"{meta.dtype} {meta.format}",
@@ -112,16 +117,12 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     else:
         report.modes.append(ModeInfo(ORT_FP32, "not measured: --no-onnx"))
 
-    total_in = len(fns) * len(workloads) * len(options.batches)
+    # a workload smaller than a batch runs as one batch, measured once; + 1: encode() below
+    sizes = {w: sorted({min(b, len(t)) for b in options.batches}) for w, t in workloads.items()}
+    total_in = (len(fns) + 1) * sum(len(v) for v in sizes.values())
     k = 0
     for workload, texts in workloads.items():
-        done_batches: set[int] = set()
-        for batch in options.batches:
-            eff = min(batch, len(texts))  # a workload smaller than the batch runs as one batch, measured once
-            if eff in done_batches:
-                k += len(fns)
-                continue
-            done_batches.add(eff)
+        for eff in sizes[workload]:
             chunks = token_batches(tokenizer, texts, eff, meta.max_seq_len, names)
             for mode, fn in fns.items():
                 k += 1
@@ -134,6 +135,20 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
                 report.cells.append(cell)
                 say(progress, cell_line(k, total_in, cell))
     scratch.cleanup()
+    report.modes.append(ModeInfo(ST_ENCODE, "measured", "SentenceTransformer.encode(texts, batch_size=batch) on the "
+                                 "whole workload per call: it sorts the texts by length and batches them"))
+    for workload, texts in workloads.items():
+        lengths = [min(count_tokens(tokenizer, t), meta.max_seq_len) for t in texts]
+        for batch in sizes[workload]:
+            k += 1
+            cell = Cell(ST_ENCODE, workload, batch, 1)
+            try:
+                measure_encode(reference, texts, lengths, batch, expected[workload], tolerance_for("float32"), flop,
+                               peak, options, cell)
+            except Exception as err:
+                cell.error = f"{type(err).__name__}: {first_line(err, 200)}"
+            report.cells.append(cell)
+            say(progress, cell_line(k, total_in, cell))
 
     # -- served modes -------------------------------------------------------------------------------------------
     if options.server:

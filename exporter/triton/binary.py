@@ -179,7 +179,8 @@ def find_tritonserver(
                 where=str(path),
             )
         if not os.access(path, os.X_OK):
-            raise ServerError("the tritonserver binary given is not executable", fix=f"chmod +x {path}", where=str(path))
+            raise ServerError("the tritonserver binary given is not executable", fix=f"chmod +x {path}",
+                              where=str(path))
         return _binary_at(path.absolute(), "explicit", read_version)
 
     looked = []
