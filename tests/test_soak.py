@@ -1,5 +1,5 @@
-"""tei-export soak: a small real soak against a real tritonserver (every answer checked, the server's memory sampled)
-and the memory arithmetic on its own.
+"""tei-export soak: a small real soak against a real tritonserver (every answer checked, the server's memory sampled),
+its failure paths through the CLI, and the memory arithmetic on its own.
 
 Small counts on purpose (the machine is shared); nothing here asserts anything about time. The 10,000-request runs
 are in benchmarks/soak/.
@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
+from click.testing import CliRunner
 
+from exporter.cli import main
 from exporter.soak import MemoryReport, MemorySample, SoakOptions, SoakReport, group_rss_kb, run_soak
+from exporter.triton.process import free_port, group_alive
 from exporter.triton.server import TritonServer
 
 REPORT_KEYS = {"passed", "failures", "options", "model", "server", "server_version", "served_by", "backend", "cpu",
@@ -117,3 +121,45 @@ def test_soak_stops_at_its_time_bound(repo, server):
                                   max_seconds=1.0), server=server)
     assert 0 < report.sent < report.requested and report.failed == 0
     assert not report.passed and any("time bound" in r for r in report.failures())
+
+
+def test_cli_soak_starts_its_own_compat_server(repo, tmp_path):
+    res = CliRunner().invoke(main, ["soak", str(repo), "--model", "minilm", "--requests", "240", "--concurrency",
+                                    "16", "--backend", "compat", "--json", "--out", str(tmp_path)])
+    data = json.loads(res.stdout)
+    assert res.exit_code == 0, res.output
+    assert data["passed"] and data["backend"] == "compat" and data["served_by"] == "compatibility backend (model.py)"
+    assert data["ok"] == data["sent"] == 240 and data["failed"] == 0
+    assert {p["protocol"]: p["checked"] for p in data["protocols"]} == {"http": 120, "grpc": 120}
+    memory = data["memory"]
+    # the compatibility backend runs the model in a stub process of the server's group: both are counted
+    assert memory["sampled"] and max(s[3] for s in memory["samples"]) >= 2
+    assert not group_alive(memory["pgid"])  # stopped with its whole process group
+    assert json.loads((tmp_path / "compat.json").read_text()) == data
+
+
+def test_cli_soak_fails_when_answers_break_the_tolerance(repo, server, tmp_path):
+    # The served model normalizes; a copy of its folder whose metadata says it does not makes the reference rows
+    # un-normalized, so every answer is outside the tolerance and the soak must fail on each of them.
+    wrong = tmp_path / "repo"
+    shutil.copytree(repo / "minilm", wrong / "minilm")
+    meta_path = wrong / "minilm" / "1" / "tei_export.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["normalize"] is True
+    meta_path.write_text(json.dumps({**meta, "normalize": False}))
+    res = CliRunner().invoke(main, ["soak", str(wrong), "--model", "minilm", "--url", server.grpc_url,
+                                    "--requests", "24", "--concurrency", "4", "--json"])
+    assert res.exit_code != 0
+    data = json.loads(res.stdout)
+    (grpc,) = data["protocols"]
+    assert grpc["parity_failures"] == grpc["sent"] == 24 and grpc["errors"] == grpc["timeouts"] == 0
+    assert data["memory"]["sampled"] is False and "--url" in data["memory"]["note"]
+    assert "outside max|diff| <= 1e-05" in res.stderr and "error: the soak failed" in res.stderr
+
+
+def test_cli_soak_against_a_dead_server_says_so(repo):
+    url = f"127.0.0.1:{free_port()}"  # nothing listens there
+    res = CliRunner().invoke(main, ["soak", str(repo), "--model", "minilm", "--url", url, "--protocol", "http",
+                                    "--requests", "8"])
+    assert res.exit_code != 0
+    assert f"error: no Triton answers at {url} over http" in res.stderr and "Fix: start it" in res.stderr
