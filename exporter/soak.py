@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -300,7 +301,10 @@ class SoakReport:
     def write(self, out_dir: Path, name: str) -> Path:
         path = Path(out_dir) / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(self.to_dict(), indent=2)
+        # one line per memory sample (a list of numbers), not one per number: the file stays short and readable
+        text = re.sub(r"\[\s+([-\d.,\s]+?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
+        path.write_text(text + "\n", encoding="utf-8")
         return path
 
     def table(self) -> str:
