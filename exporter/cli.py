@@ -462,5 +462,52 @@ def backend_status(repository, binary, backend):
     click.echo(status(binary, backend, repository).text())
 
 
+@main.command()
+@click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "model", required=True, help="Name of an exported token model in REPOSITORY.")
+@click.option("--requests", "requests", type=int, default=10_000, show_default=True,
+              help="Requests in all, one text each, split evenly over the protocols (sent interleaved).")
+@click.option("--concurrency", type=int, default=64, show_default=True, help="Requests in flight.")
+@click.option("--protocol", type=click.Choice(["http", "grpc", "both"]), default=None,
+              help="Protocol(s) to send over (default: both; with --url: grpc).")
+@click.option("--max-seconds", type=float, default=1800.0, show_default=True,
+              help="Time bound: no new request after this many seconds (the soak then fails as incomplete).")
+@click.option("--url", help="A running Triton (host:port) instead of one started here; its memory is not sampled.")
+@click.option("--tritonserver", "binary", help="tritonserver binary for the server started here.")
+@click.option("--corpus-size", type=int, default=48, show_default=True,
+              help="Docstring sentences of the verify corpus (+ its edge cases), cycled to --requests.")
+@click.option("--request-timeout", type=float, default=60.0, show_default=True,
+              help="Seconds one request may take before it counts as a timeout.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the report to OUT/<nvidia|compat|url>.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_backend_option
+@_friendly_errors
+def soak(repository, model, requests, concurrency, protocol, max_seconds, url, binary, corpus_size, request_timeout,
+         out, as_json, backend):
+    """Load-soak a model; check every answer and the memory.
+
+    Sends --requests real texts at --concurrency over HTTP and gRPC, compares every answer with sentence-transformers,
+    samples the server's RSS and fails on any failed request or answer, or on memory growth of 5 % or more after
+    warm-up."""
+    from .errors import VerificationError
+    from .soak import SoakOptions, run_soak
+
+    if protocol is None:
+        protocol = "grpc" if url else "both"
+    options = SoakOptions(repository, model, requests=requests, concurrency=concurrency,
+                          protocols=("http", "grpc") if protocol == "both" else (protocol,), backend=backend,
+                          max_seconds=max_seconds, url=url, binary=binary, corpus_size=corpus_size,
+                          request_timeout_s=request_timeout)
+    report = run_soak(options, progress=_progress_printer(sys.stderr.isatty() and not as_json))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    if out is not None:
+        path = report.write(out, report.backend or "url")
+        click.echo(f"wrote {path}", err=True)
+    if not report.passed:
+        raise VerificationError("the soak failed: " + "; ".join(report.failures()),
+                                fix="see the report above (the server log names errors; parity failures name the text)")
+
+
 if __name__ == "__main__":
     main()
