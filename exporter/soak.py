@@ -19,7 +19,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import re
 import threading
 import time
@@ -362,16 +361,6 @@ def _finite(value):
     return value
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The load
 # ---------------------------------------------------------------------------------------------------------------
@@ -477,7 +466,10 @@ class _Load:
 def run_soak(options: SoakOptions, server=None, progress: Progress | None = None) -> SoakReport:
     """Soak ``options.model``: on ``server`` (a running :class:`~exporter.triton.server.TritonServer`), else on
     ``options.url``, else on a server started here (127.0.0.1, the model alone) and stopped by its process group."""
-    from .bench import BenchOptions, _percentiles, build_workloads
+    from .bench import BenchOptions
+    from .bench.machine import cpu_info
+    from .bench.measure import percentiles
+    from .bench.workloads import build_workloads
     from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
     from .triton.backends import served_by
     from .triton.server import TritonServer
@@ -523,7 +515,8 @@ def run_soak(options: SoakOptions, server=None, progress: Progress | None = None
             corpus = build_workloads(tokenizer, meta.max_seq_len, BenchOptions(
                 repo, options.model, workloads=("mixed",), mixed_texts=options.corpus_size))["mixed"]
             texts = list(dict.fromkeys(corpus))  # expected rows once per distinct text
-            buckets = DEFAULT_BUCKETS if options.concurrency > 1 else None
+            # bucket padding lets a padded export's batcher merge; a ragged export takes each text as it is
+            buckets = DEFAULT_BUCKETS if options.concurrency > 1 and meta.batching != "ragged" else None
             requests = [encode_batch(tokenizer, [t], meta.max_seq_len, names, served.inputs[0].numpy_dtype, buckets,
                                      model_inputs=meta.input_names) for t in texts]
             if progress:
@@ -533,7 +526,7 @@ def run_soak(options: SoakOptions, server=None, progress: Progress | None = None
             tolerance = tolerance_for(meta.dtype, meta.device)
             report = SoakReport(options={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
                                 model=options.model, server=described, server_version=version, served_by=who,
-                                backend=backend, cpu=cpu_model(), cores=os.cpu_count() or 0,
+                                backend=backend, cpu=cpu_info()[0], cores=os.cpu_count() or 0,
                                 tolerance=tolerance.describe(), distinct_texts=len(texts), memory=memory)
             load = _Load(options, urls, options.model, served.outputs[0].name, requests, expected, texts, tolerance,
                          progress)
@@ -560,7 +553,7 @@ def run_soak(options: SoakOptions, server=None, progress: Progress | None = None
         report.inferences, report.executions = after[0] - before[0], after[1] - before[1]
         for r in load.results.values():
             r.seq_per_s = r.ok / report.seconds if report.seconds else 0.0
-            r.p50_ms, r.p95_ms, r.p99_ms = _percentiles(r.latencies)
+            r.p50_ms, r.p95_ms, r.p99_ms = percentiles(r.latencies)
             report.protocols.append(r)
         return report
     finally:

@@ -43,18 +43,22 @@ def matmul_gflops(threads: int, dtype: torch.dtype = torch.float32, n: int = 102
     return 2.0 * n ** 3 * calls / elapsed / 1e9
 
 
-def machine_info(threads: int, quick: bool) -> dict:
-    cpu, flags = platform.processor() or "", set()
+def cpu_info() -> tuple[str, set[str]]:
+    """The CPU's model name and flags (figures differ between processors of one machine kind: report which)."""
+    cpu, flags = "", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not cpu.strip():
+            if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
+            elif line.startswith("flags"):
                 flags.update(line.split(":", 1)[1].split())
     except OSError:
         pass
+    return cpu or platform.processor() or platform.machine(), flags
+
+
+def machine_info(threads: int, quick: bool) -> dict:
+    cpu, flags = cpu_info()
     seconds = 0.2 if quick else 1.0
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
             "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16"}),
