@@ -261,3 +261,19 @@ def group_members(pgid: int) -> list[int]:
         if pgrp == pgid and state != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+def commit_when_released(repo: str, name: str, label: str, force: bool, barrier, results) -> None:
+    """Stage version 1 of ``name`` marked ``label`` (in its config and its version folder), wait for ``barrier``,
+    then commit: run in several processes at once, the commits race. Puts (label, "ok" or the error) on
+    ``results``."""
+    from exporter.repository import VersionTarget, staged_version
+
+    try:
+        with staged_version(VersionTarget(Path(repo), name, 1), force) as staging:
+            (staging / "1" / "label.txt").write_text(label)
+            (staging / "config.pbtxt").write_text(f"# {label}\n")
+            barrier.wait(timeout=60)
+        results.put((label, "ok"))
+    except Exception as err:
+        results.put((label, f"{type(err).__name__}: {err}"))
