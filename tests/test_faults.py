@@ -115,6 +115,45 @@ def _shm_left(regions: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# 3. serve in the background (SIGINT inherited as ignored) stops on SIGINT and on SIGTERM
+# ---------------------------------------------------------------------------------------------------------------
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what bash does to a script's background jobs
+
+
+def test_sigint_is_inherited_as_ignored():
+    """The premise: a process started this way has SIGINT ignored (Python then installs no KeyboardInterrupt)."""
+    probe = subprocess.run([sys.executable, "-c", "import signal, sys; "
+                            "sys.exit(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"],
+                           preexec_fn=_ignore_sigint, timeout=60)
+    assert probe.returncode == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_in_background_stops_on(sig, text_repo, tmp_path):
+    proc, stdout, stderr = _cli(["serve", str(text_repo), "--log", str(tmp_path / "triton.log")], tmp_path,
+                                preexec_fn=_ignore_sigint)
+    try:
+        _wait_for(lambda: "Ctrl-C stops the server." in stdout.read_text(), 240, "READY line from serve", proc,
+                  stderr)
+        server = fx.server_child(proc.pid)
+        stubs = fx.children(server)
+        assert stubs, "the tokenizer model's stub runs under the server"
+        proc.send_signal(sig)
+        sent = time.monotonic()
+        code = proc.wait(timeout=90)
+        seconds = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = stderr.read_text()
+    _say(f"serve with SIGINT ignored, sent {sig.name}", f"exit {code} after {seconds:.1f} s; {text.strip()!r}")
+    assert code == 0 and f"stopping tritonserver on {sig.name}" in text and "Traceback" not in text
+    assert fx.group_members(server) == [] and _gone(stubs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # 4. two exports into one repository at once
 # ---------------------------------------------------------------------------------------------------------------
 def _source_of_config(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""Servers as processes: free local ports, and stopping a server's whole process group (never by name)."""
+"""Servers as processes: free local ports, stopping a server's whole process group (never by name), and stop
+signals for a command that runs a server until told to stop."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,8 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -62,3 +65,28 @@ def stop_group(proc: subprocess.Popen, pgid: int | None, timeout: float, linger:
                 time.sleep(0.05)
             return
         time.sleep(0.05)
+
+
+@contextmanager
+def stop_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[list[int]]:
+    """Turn the first SIGINT or SIGTERM into KeyboardInterrupt while the block runs; the list yielded holds the
+    signal received.
+
+    The handlers are installed even where the signal was inherited as ignored: bash starts a script's background
+    jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so `kill -INT` would do
+    nothing. Later signals are ignored, so they cannot cut short the clean stop the first one asked for (that stop
+    is bounded: SIGTERM, a wait, then SIGKILL)."""
+    received: list[int] = []
+
+    def handler(signum, _frame):
+        if received:
+            return
+        received.append(signum)
+        raise KeyboardInterrupt(signal_name(signum))
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
