@@ -1016,6 +1016,8 @@ def _serve_and_measure(report, options, repo, target, tokenizer, workloads, expe
                                      tol, flop, peak, options)
                     report.cells.append(cell)
                     _say(progress, _cell_line(k, total, cell))
+                    if cell.error:  # a dead server ends the bench with how it ended, not an error per cell
+                        server.check_running(f"while bench measured {mode} ({workload})", grace=1.0)
     finally:
         _say(progress, "stopping tritonserver")
         server.stop()

@@ -23,6 +23,7 @@ import pytest
 import _triton_fixtures as fx
 from exporter.errors import ServerError
 from exporter.export import ExportOptions, export_model
+from exporter.triton.process import stub_processes
 from exporter.triton.server import TritonServer
 from exporter.verify import verify_repository
 
@@ -112,6 +113,171 @@ def _gone(pids: list[int]) -> bool:
 
 def _shm_left(regions: list[str]) -> list[str]:
     return [r for r in regions if Path("/dev/shm", r).exists()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. the server killed (SIGKILL) in the middle of verify
+# ---------------------------------------------------------------------------------------------------------------
+def test_verify_names_a_killed_server(backend, token_repo, tmp_path):
+    proc, _, stderr = _cli(["verify", str(token_repo), "--backend", backend, "--no-libtorch-check"], tmp_path)
+    try:
+        server = _wait_for(lambda: fx.server_child(proc.pid), 240, "tritonserver child", proc, stderr)
+        port = _wait_for(lambda: fx.option_of(server, "--http-port"), 10, "--http-port on its command line")
+        # the count starts above 0 (the warm-up requests count): wait until verify's own requests add to it
+        warm = _wait_for(lambda: _inferences(port, "minilm"), 240, "answer from the server", proc, stderr)
+        _wait_for(lambda: _inferences(port, "minilm") > warm, 240, "request from verify", proc, stderr)
+        regions = [stub.shm_region for stub in stub_processes(server)]
+        group = fx.group_members(server)
+        os.kill(server, signal.SIGKILL)
+        killed = time.monotonic()
+        code = proc.wait(timeout=120)
+        seconds = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = stderr.read_text()
+    _say(f"server SIGKILLed mid-verify ({backend})", f"exit {code} {seconds:.1f} s after the kill; {text.strip()}")
+    assert code != 0
+    assert re.search(rf"error: tritonserver \(pid {server}\) was killed by SIGKILL while verify sent minilm "
+                     r"requests over (http|grpc)", text), text
+    assert "out-of-memory killer" in text and "Traceback" not in text
+    log = re.search(r"read the server log at (\S+?);", text)
+    assert log and Path(log.group(1)).read_text().startswith("$ "), text  # the log it names exists
+    assert len(group) >= (1 if backend == "nvidia" else 2)  # the compatibility backend's stubs were in the group
+    assert fx.group_members(server) == [], "the server's process group outlived verify"
+    assert _shm_left(regions) == [], "the stubs' shared-memory regions outlived verify"
+
+
+def test_killed_server_is_reported_by_the_shared_check(backend, text_repo, tmp_path):
+    """What verify and bench call after a failed request: the server's exit, its log, and a stop that kills the
+    orphaned stubs at once."""
+    server = TritonServer(text_repo, backend=backend, log_path=tmp_path / "triton.log").start()
+    try:
+        stubs = stub_processes(server.pid)
+        assert stubs, "the tokenizer model runs in a stub on both backends"
+        os.kill(server.pid, signal.SIGKILL)
+        with pytest.raises(ServerError) as err:
+            server.check_running("while bench measured grpc (short)", grace=10)
+    finally:
+        started = time.monotonic()
+        server.stop()
+        seconds = time.monotonic() - started
+    text = str(err.value)
+    _say(f"shared check after SIGKILL ({backend})", f"{text}; stop() took {seconds:.1f} s")
+    assert f"tritonserver (pid {server.pgid}) was killed by SIGKILL while bench measured grpc (short)" in text
+    assert str(tmp_path / "triton.log") in text
+    assert fx.group_members(server.pgid) == [] and _gone([s.pid for s in stubs])
+    assert seconds < 5, "a dead server's stubs are killed at once, not after the linger"
+    assert _shm_left([s.shm_region for s in stubs]) == []
+    with pytest.raises(ServerError, match="killed by SIGKILL"):  # remembered after stop()
+        server.check_running("later")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. a Python backend stub killed
+# ---------------------------------------------------------------------------------------------------------------
+def _stub_target(backend: str) -> str:
+    """The model whose stub is killed: NVIDIA's backend runs the token model in the server, so only the tokenizer
+    has a stub; the compatibility backend runs the token model in one."""
+    return "mini_tokenizer" if backend == "nvidia" else "mini"
+
+
+def _text_request(url: str, texts: list[str]) -> np.ndarray:
+    client = httpclient.InferenceServerClient(url, connection_timeout=30, network_timeout=30)
+    try:
+        item = httpclient.InferInput("text", [len(texts), 1], "BYTES")
+        item.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1))
+        return client.infer("mini_text", [item]).as_numpy("embedding")
+    finally:
+        client.close()
+
+
+def _token_request(url: str, enc: dict, model: str = "mini", timeout: float = 30, protocol: str = "http"):
+    module = httpclient if protocol == "http" else grpcclient
+    client = (httpclient.InferenceServerClient(url, connection_timeout=timeout, network_timeout=timeout)
+              if protocol == "http" else grpcclient.InferenceServerClient(url))
+    try:
+        inputs = []
+        for name, array in enc.items():
+            item = module.InferInput(name, list(array.shape), "INT64")
+            item.set_data_from_numpy(array)
+            inputs.append(item)
+        extra = {"client_timeout": timeout} if protocol == "grpc" else {}
+        return client.infer(model, inputs, **extra).as_numpy("embedding")
+    finally:
+        client.close()
+
+
+def test_killed_stub_is_not_restarted(backend, text_repo, st_model, tmp_path):
+    """Triton 2.51 does not restart a killed stub: every request to its model fails after a second's health check,
+    and the model still reports READY."""
+    target = _stub_target(backend)
+    server = TritonServer(text_repo, backend=backend, log_path=tmp_path / "triton.log").start()
+    try:
+        with pytest.raises(InferenceServerException) as err:  # an empty text batch: Triton refuses it itself
+            _text_request(server.http_url, [])
+        empty = str(err.value)
+        stub = next(s for s in stub_processes(server.pid) if s.model == target)
+        os.kill(stub.pid, signal.SIGKILL)
+        errors = []
+        for _ in range(2):
+            with pytest.raises(InferenceServerException) as err:
+                _text_request(server.http_url, ["a sentence"])
+            errors.append(str(err.value))
+            time.sleep(2)
+        client = httpclient.InferenceServerClient(server.http_url)
+        ready = client.is_model_ready(target) and client.is_server_ready()
+        client.close()
+        lost = server.lost_stubs()
+        good = None
+        if backend == "nvidia":  # the token model runs in NVIDIA's backend, not in the dead stub
+            good = _token_request(server.http_url, fx.tokenize(st_model, fx.SENTENCES))
+    finally:
+        server.stop()
+    _say(f"stub of {target} killed ({backend})", f"requests: {errors}; still READY: {ready}")
+    _say(f"empty text batch ({backend})", empty)
+    assert "expected 1 string elements for inference input 'text' for model 'mini_text', got 0" in empty
+    for text in errors:
+        assert f"in ensemble 'mini_text', Stub process '{stub.instance}' is not healthy" in text
+    assert ready, "Triton 2.51 still reports the model and the server READY (measured; the README says so)"
+    assert [s.instance for s in lost] == [stub.instance]
+    assert "is gone" in server.describe_lost_stub(lost[0]) and f"pid {stub.pid}" in server.describe_lost_stub(lost[0])
+    if good is not None:
+        assert np.abs(good - st_model.encode(fx.SENTENCES, convert_to_numpy=True)).max() <= 1e-5
+    assert _shm_left([stub.shm_region]) == [], "the killed stub's shared-memory region is removed at stop"
+
+
+def test_verify_names_the_model_whose_stub_died(backend, text_repo):
+    target = _stub_target(backend)
+    victim = {}
+    before = set(fx.children(os.getpid()))
+
+    def kill_when(message: str) -> None:  # verify's own progress: the check that uses the stub is starting
+        if victim or not message.startswith(f"{target}: " if target == "mini" else "mini_text: "):
+            return
+        server = next(p for p in fx.children(os.getpid()) if p not in before and os.getpgid(p) == p)
+        stub = next(s for s in stub_processes(server) if s.model == target)
+        os.kill(stub.pid, signal.SIGKILL)
+        victim.update(pid=stub.pid, instance=stub.instance)
+
+    started = time.monotonic()
+    report = verify_repository(text_repo, protocols=("http",), corpus_size=8, libtorch=False,
+                               server_options={"backend": backend}, progress=kill_when)
+    seconds = time.monotonic() - started
+    failed = {c.model: c.error for c in report.checks if not c.passed}
+    _say(f"verify with the stub of {target} killed ({backend})", f"{seconds:.0f} s; {failed}")
+    assert victim and not report.passed
+    gone = f"its Python backend stub process (instance {victim['instance']}, pid {victim['pid']}) is gone"
+    if backend == "nvidia":
+        assert set(failed) == {"mini_text"}, failed  # the token model, served by NVIDIA's backend, passed
+        assert failed["mini_text"].startswith(f"model 'mini_tokenizer' (a step of ensemble 'mini_text') failed: "
+                                              f"{gone}"), failed
+    else:
+        assert set(failed) == {"mini", "mini_text"}, failed
+        assert failed["mini"].startswith(f"model 'mini' failed: {gone}"), failed
+        assert failed["mini_text"].startswith("model 'mini' (a step of ensemble 'mini_text') failed"), failed
+    assert "restart the server" in report.table()
 
 
 # ---------------------------------------------------------------------------------------------------------------

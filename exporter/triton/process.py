@@ -1,5 +1,5 @@
-"""Servers as processes: free local ports, stopping a server's whole process group (never by name), and stop
-signals for a command that runs a server until told to stop."""
+"""Servers as processes: free local ports, stopping a server's whole process group (never by name), the Python
+backend's stub processes a server started, and stop signals for a command that runs a server until told to stop."""
 from __future__ import annotations
 
 import os
@@ -8,6 +8,8 @@ import socket
 import subprocess
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 
@@ -46,8 +48,14 @@ def signal_name(number: int) -> str:
 
 def stop_group(proc: subprocess.Popen, pgid: int | None, timeout: float, linger: float = 5.0) -> None:
     """SIGTERM to the group ``proc`` leads, wait ``timeout`` s, then SIGKILL; then wait (bounded by ``linger``) for
-    the rest of the group (the Python backend stubs, anything the server started) and SIGKILL what remains."""
-    if proc.poll() is None:
+    the rest of the group (the Python backend stubs, anything the server started) and SIGKILL what remains.
+
+    When ``proc`` is already dead (killed, crashed), what is left of its group is SIGKILLed at once: the stubs of a
+    dead tritonserver do not exit on their own (measured: still there 15 s later), and nothing is left to shut them
+    down in order."""
+    if proc.poll() is not None:
+        signal_group(pgid, signal.SIGKILL)
+    else:
         signal_group(pgid, signal.SIGTERM)
         try:
             proc.wait(timeout=timeout)
@@ -65,6 +73,57 @@ def stop_group(proc: subprocess.Popen, pgid: int | None, timeout: float, linger:
                 time.sleep(0.05)
             return
         time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class StubProcess:
+    """A Python backend stub: one per instance of a Python-based model (the tokenizer model, and every model the
+    compatibility backend serves)."""
+
+    pid: int
+    instance: str  # Triton's instance name, e.g. "mini_tokenizer_0_0"
+    model: str  # the model's folder name
+    model_file: str  # model.py or the model file the stub loads, as the server sees it
+    shm_region: str  # its shared-memory region, /dev/shm/<name>
+
+
+def _read_stub(pid: int, parent: int) -> StubProcess | None:
+    """Process ``pid`` as a stub of the server ``parent``, or None. A stub's arguments, as tritonserver 2.51 starts
+    it: the model file, its shm region, two sizes, the parent's pid, the backend folder, an IPC handle, the instance
+    name."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z" or int(fields[1]) != parent or len(argv) < 9 or argv[5] != str(parent).encode():
+        return None
+    model_file = argv[1].decode(errors="replace")
+    return StubProcess(pid, argv[8].decode(errors="replace"), Path(model_file).parent.parent.name, model_file,
+                       argv[2].decode(errors="replace"))
+
+
+def stub_processes(parent: int) -> list[StubProcess]:
+    """The Python backend stubs that the tritonserver ``parent`` runs now (its children, from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stub = _read_stub(int(entry.name), parent)
+            if stub is not None:
+                found.append(stub)
+    return sorted(found, key=lambda s: s.instance)
+
+
+def remove_shm_regions(names: list[str]) -> None:
+    """Unlink the named shared-memory regions that are left over: a stub that was killed, or the stubs of a killed
+    server, leave theirs in /dev/shm (1 MiB or more each) and nothing else removes them."""
+    for name in names:
+        if name and "/" not in name:
+            try:
+                os.unlink(f"/dev/shm/{name}")
+            except OSError:
+                pass
 
 
 @contextmanager
