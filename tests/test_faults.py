@@ -383,3 +383,31 @@ def test_racing_commits_never_mix(force, tmp_path):
         assert (repo / "m" / "config.pbtxt").read_text() == f"# {label}\n", "config and version from different runs"
         assert sorted(p.name for p in repo.iterdir()) == ["m"]
     _say(f"racing commits, force={force}", f"last round: {outcomes}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5.-7. bad input at run time, on both backends
+# ---------------------------------------------------------------------------------------------------------------
+def test_broken_model_file_is_named(backend, binary, minilm_export, tmp_path):
+    import torch
+
+    repo = tmp_path / "broken"
+    source = minilm_export.target.model_dir
+    for name in ("truncated", "empty", "other"):
+        fx.copy_model(source, repo, name)
+    data = (repo / "truncated" / "1" / "model.pt").read_bytes()
+    (repo / "truncated" / "1" / "model.pt").write_bytes(data[:len(data) // 2])
+    (repo / "empty" / "1" / "model.pt").write_bytes(b"")
+    torch.jit.script(fx.Double()).save(str(repo / "other" / "1" / "model.pt"))  # forward(x): another model's file
+    _, text = fx.start_must_fail(repo, binary, backend=backend, startup_timeout=180, log_path=tmp_path / "triton.log")
+    _say(f"broken model.pt ({backend})", text)
+    expected = {
+        "truncated": "PytorchStreamReader failed reading zip archive: failed finding central directory",
+        "empty": "istream reader failed: getting the current position",
+        "other": "unable to load model 'other', configuration expects 3 inputs, model provides 1",
+    }
+    for name, words in expected.items():
+        path = repo / name / "1" / "model.pt"
+        assert re.search(rf"'{name}' version 1: [^;]*{re.escape(words)}[^;]*\(model file {re.escape(str(path))}, "
+                         rf"{path.stat().st_size} bytes\)", text), (name, text)
+    assert "frame #" not in text and "Exception raised from" not in text  # torch's C++ stack is left in the log

@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..errors import ServerError
-from .backends import BackendSetup, prepare_backends
+from .backends import COMPAT_BACKEND_NAME, BackendSetup, prepare_backends
 from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
 from .hazards import explains_abort, interop_hazards
 from .process import StubProcess, free_port, remove_shm_regions, signal_name, stop_group, stub_processes
 from .repository_view import RepositoryView, present_repository
 from .server_log import error_lines, first_paragraph, last_lines, lost_stub_message, model_error_lines
+
+# The model file each platform or backend loads when the config names none (Triton's defaults).
+_DEFAULT_MODEL_FILES = {"pytorch_libtorch": "model.pt", "torch_aoti": "model.pt2", "pytorch": "model.pt",
+                        COMPAT_BACKEND_NAME: "model.pt", "python": "model.py"}
 
 # Where the compatibility backend's stub processes keep what NVIDIA's backend keeps process-wide (which model set
 # the inter-op thread count); a folder per server, removed with it.
@@ -339,7 +343,8 @@ class TritonServer:
                 for e in entries:
                     if e.get("reason"):
                         version = f" version {e['version']}" if e.get("version") else ""
-                        reasons.append(f"'{name}'{version}: {first_paragraph(e['reason'])}")
+                        reasons.append(f"'{name}'{version}: {first_paragraph(e['reason'])}"
+                                       f"{self._model_file_note(name, e.get('version'))}")
                 if not reasons:
                     found = model_error_lines(log, name)
                     if found:
@@ -448,6 +453,28 @@ class TritonServer:
 
     def describe_lost_stub(self, stub: StubProcess, ensemble: str | None = None) -> str:
         return lost_stub_message(stub.model, stub.instance, stub.pid, ensemble)
+
+    def _model_file_note(self, name: str, version: str | None) -> str:
+        """" (model file PATH, N bytes)" for a model that loads a file, so a load error names the file it read:
+        NVIDIA's backend says only "failed to load model 'x': PytorchStreamReader failed ..."."""
+        from ..repository import versions
+        from ..triton_config import read_config
+
+        model_dir = self.model_repository / name
+        try:
+            config = read_config(model_dir / "config.pbtxt")
+        except Exception:  # a config Triton could not read either: its own error says so
+            return ""
+        filename = (config.default_model_filename or _DEFAULT_MODEL_FILES.get(config.platform)
+                    or _DEFAULT_MODEL_FILES.get(config.backend))
+        found = versions(model_dir)
+        number = version if version and version.isdigit() else (str(found[-1]) if found else None)
+        if not filename or number is None:
+            return ""
+        path = model_dir / number / filename
+        if not path.is_file():
+            return ""
+        return f" (model file {path}, {path.stat().st_size} bytes)"
 
     def _check_deadline(self, deadline: float, what: str) -> None:
         if time.monotonic() > deadline:

@@ -15,8 +15,11 @@ def last_lines(log: str, limit: int = 5) -> str:
 
 
 def first_paragraph(text: str) -> str:
-    """A load error without the Python stub's ``At:`` traceback that follows it."""
-    return text.split("\n\nAt:", 1)[0].strip().rstrip(";").strip()
+    """A load error without the Python stub's ``At:`` traceback and without the C++ stack that torch's errors carry
+    in NVIDIA's backend ("Exception raised from ... frame #0: ..."): the message stays, the addresses go."""
+    text = text.split("\n\nAt:", 1)[0]
+    text = re.split(r"\nException raised from ", text, maxsplit=1)[0]
+    return text.strip().rstrip(";").strip()
 
 
 _STUB = re.compile(r"Stub process '([^']+)' is not healthy")
