@@ -25,7 +25,7 @@ from .repository import METADATA_FILE, latest_version_dir, models
 from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
 from .triton.backends import NVIDIA_LABEL, served_by
 from .triton.hazards import interop_hazards
-from .triton.server_log import lost_stub_message, unhealthy_stub
+from .triton.server_log import error_summary, lost_stub_message, unhealthy_stub
 from .triton_client import PROTOCOLS, ServedModel, TritonClient
 
 Progress = Callable[[str], None]
@@ -214,7 +214,8 @@ def _map(fn, items: list, workers: int) -> list:
 
 
 def _error_text(err: Exception) -> str:
-    return f"{type(err).__name__}: {first_line(err)}"
+    """A failed check's error: the first line, and the exception a TorchScript traceback ends with."""
+    return f"{type(err).__name__}: {error_summary(str(err)) or first_line(err)}"
 
 
 def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], tokenizer, meta: ExportMetadata,

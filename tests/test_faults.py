@@ -25,6 +25,7 @@ from exporter.errors import ServerError
 from exporter.export import ExportOptions, export_model
 from exporter.triton.process import stub_processes
 from exporter.triton.server import TritonServer
+from exporter.triton.server_log import error_summary
 from exporter.verify import verify_repository
 
 httpclient = pytest.importorskip("tritonclient.http")
@@ -411,3 +412,95 @@ def test_broken_model_file_is_named(backend, binary, minilm_export, tmp_path):
         assert re.search(rf"'{name}' version 1: [^;]*{re.escape(words)}[^;]*\(model file {re.escape(str(path))}, "
                          rf"{path.stat().st_size} bytes\)", text), (name, text)
     assert "frame #" not in text and "Exception raised from" not in text  # torch's C++ stack is left in the log
+
+
+@pytest.fixture(scope="class")
+def servers(token_repo, binary, request, tmp_path_factory):
+    request.getfixturevalue("nvidia_backend")
+    logs = tmp_path_factory.mktemp("bad_request_logs")
+    started = {}
+    try:
+        for name in BACKENDS:
+            started[name] = TritonServer(token_repo, binary=binary, backend=name, log_path=logs / f"{name}.log").start()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+class TestBadRequests:
+    """Requests the model cannot compute: an error for that request, and the next good one answered correctly."""
+
+    @staticmethod
+    def _both(servers, enc, protocol="http", timeout=30.0):
+        out = {}
+        for name, server in servers.items():
+            url = server.http_url if protocol == "http" else server.grpc_url
+            started = time.monotonic()
+            try:
+                got = _token_request(url, enc, "minilm", timeout, protocol)
+                out[name] = ("answer", f"{got.dtype} {list(got.shape)}", time.monotonic() - started)
+            except Exception as err:
+                out[name] = (type(err).__name__, str(err), time.monotonic() - started)
+        return out
+
+    @staticmethod
+    def _still_good(servers, st_model):
+        enc = fx.tokenize(st_model, fx.SENTENCES)
+        ref = st_model.encode(fx.SENTENCES, convert_to_numpy=True)
+        for name, server in servers.items():
+            assert server.running, name
+            got = _token_request(server.http_url, enc, "minilm")
+            assert np.abs(got - ref).max() <= 1e-5, name
+
+    def test_ids_beyond_the_vocabulary(self, servers, st_model):
+        enc = fx.tokenize(st_model, fx.SENTENCES[:1])
+        enc["input_ids"][0, 1] = 999_999  # the vocabulary has 30522 ids
+        for protocol in ("http", "grpc"):
+            got = self._both(servers, enc, protocol)
+            _say(f"token id 999999 over {protocol}", {k: (v[0], v[1].splitlines()[0], v[1].splitlines()[-1])
+                                                      for k, v in got.items()})
+            assert got["nvidia"][1] == got["compat"][1], "the compatibility backend says what NVIDIA's says"
+            assert got["nvidia"][0] == "InferenceServerException"
+            lines = got["nvidia"][1].splitlines()
+            assert "PyTorch execute failure: The following operation failed in the TorchScript interpreter" in lines[0]
+            assert lines[-1] == "RuntimeError: index out of range in self"
+            assert error_summary(got["nvidia"][1]) == f"{lines[0]} ... {lines[-1]}"  # what verify reports
+        self._still_good(servers, st_model)
+
+    def test_more_tokens_than_positions(self, servers, st_model):
+        length = 600  # MiniLM has 512 positions; the config accepts any length (dims [-1])
+        enc = {"input_ids": np.full((1, length), 1000, np.int64), "attention_mask": np.ones((1, length), np.int64),
+               "token_type_ids": np.zeros((1, length), np.int64)}
+        for protocol in ("http", "grpc"):
+            got = self._both(servers, enc, protocol)
+            _say(f"{length} tokens over {protocol}", {k: (v[0], v[1].splitlines()[-1]) for k, v in got.items()})
+            assert got["nvidia"][1] == got["compat"][1]
+            assert got["nvidia"][1].splitlines()[-1] == ("RuntimeError: The size of tensor a (600) must match the size "
+                                                         "of tensor b (512) at non-singleton dimension 1")
+        self._still_good(servers, st_model)
+
+    def test_empty_batch_of_nonempty_rows_is_refused_by_triton(self, servers, st_model):
+        enc = {k: np.zeros((0, 8), np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        for protocol in ("http", "grpc"):
+            got = self._both(servers, enc, protocol)
+            _say(f"batch [0, 8] over {protocol}", got)
+            for name, (kind, text, _) in got.items():
+                assert kind == "InferenceServerException", (name, text)
+                assert re.search(r"input byte size mismatch for input '\w+' for model 'minilm'. Expected 64, got 0",
+                                 text), (name, text)
+        self._still_good(servers, st_model)
+
+    def test_empty_batch_of_empty_rows_gets_no_answer(self, servers, st_model):
+        """A [0, 0] request passes Triton's checks and reaches the backend, which returns without answering when the
+        batch holds no rows: NVIDIA's libtorch.cc and the Python backend under the compatibility backend alike. The
+        client waits until its own timeout; the request is never released (the README says so)."""
+        enc = {k: np.zeros((0, 0), np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        for protocol in ("http", "grpc"):
+            got = self._both(servers, enc, protocol, timeout=4.0)
+            _say(f"batch [0, 0] over {protocol}, client timeout 4 s", got)
+            for name, (kind, text, seconds) in got.items():
+                assert kind != "answer", (name, text)
+                assert "timed out" in text or "Deadline Exceeded" in text, (name, text)
+                assert 3.5 <= seconds < 10, (name, seconds)
+        self._still_good(servers, st_model)

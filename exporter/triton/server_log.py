@@ -22,6 +22,18 @@ def first_paragraph(text: str) -> str:
     return text.strip().rstrip(";").strip()
 
 
+def error_summary(text: str) -> str:
+    """A request error in one line: its first line, and when a TorchScript traceback follows (NVIDIA's backend and
+    the compatibility backend both pass torch's whole message on), the exception it ends with, e.g. "PyTorch
+    execute failure: The following operation failed in the TorchScript interpreter. ... RuntimeError: index out of
+    range in self"."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    cause = next((line for line in reversed(lines[1:]) if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)), None)
+    return f"{lines[0]} ... {cause}" if cause else lines[0]
+
+
 _STUB = re.compile(r"Stub process '([^']+)' is not healthy")
 _ENSEMBLE = re.compile(r"in ensemble '([^']+)'")
 
