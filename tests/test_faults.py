@@ -160,6 +160,8 @@ def test_killed_server_is_reported_by_the_shared_check(backend, text_repo, tmp_p
         os.kill(server.pid, signal.SIGKILL)
         with pytest.raises(ServerError) as err:
             server.check_running("while bench measured grpc (short)", grace=10)
+        # orphans now, still found by the server's process group (so a server killed during start-up is cleaned too)
+        assert {s.pid for s in stub_processes(server.pgid)} == {s.pid for s in stubs}
     finally:
         started = time.monotonic()
         server.stop()

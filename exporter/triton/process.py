@@ -90,14 +90,15 @@ class StubProcess:
 def _read_stub(pid: int, parent: int) -> StubProcess | None:
     """Process ``pid`` as a stub of the server ``parent``, or None. A stub's arguments, as tritonserver 2.51 starts
     it: the model file, its shm region, two sizes, the parent's pid, the backend folder, an IPC handle, the instance
-    name."""
+    name. It is the server's child, or, once the server is dead, an orphan still in the server's process group."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z" or int(fields[1]) != parent or len(argv) < 9 or argv[5] != str(parent).encode():
+    state, ppid, pgrp = fields[0], int(fields[1]), int(fields[2])
+    if state == "Z" or parent not in (ppid, pgrp) or len(argv) < 9 or argv[5] != str(parent).encode():
         return None
     model_file = argv[1].decode(errors="replace")
     return StubProcess(pid, argv[8].decode(errors="replace"), Path(model_file).parent.parent.name, model_file,
@@ -105,7 +106,8 @@ def _read_stub(pid: int, parent: int) -> StubProcess | None:
 
 
 def stub_processes(parent: int) -> list[StubProcess]:
-    """The Python backend stubs that the tritonserver ``parent`` runs now (its children, from /proc)."""
+    """The Python backend stubs of the tritonserver ``parent`` (from /proc), also those a dead server left behind
+    (TritonServer starts the server as the leader of its own process group)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

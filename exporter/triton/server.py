@@ -435,13 +435,16 @@ class TritonServer:
 
     # -- Python backend stubs ---------------------------------------------------------------------------------
     def _refresh_stubs(self) -> list[StubProcess]:
-        """Record the stubs running now (a reload starts new ones); return the recorded ones that are gone."""
-        if self._proc is None or self._proc.poll() is not None:
+        """Record the stubs running now (a reload starts new ones) and their shm regions; return the recorded ones
+        that are gone while the server runs."""
+        if self._proc is None:
             return []
         current = {stub.instance: stub for stub in stub_processes(self._proc.pid)}
+        self._shm_regions.update(stub.shm_region for stub in current.values())
+        if self._proc.poll() is not None:  # orphans of a dead server (killed during start-up, too): regions only
+            return []
         lost = [stub for name, stub in self._stubs.items() if name not in current]
         self._stubs.update(current)
-        self._shm_regions.update(stub.shm_region for stub in current.values())
         return lost
 
     def lost_stubs(self, models: Sequence[str] | None = None) -> list[StubProcess]:
