@@ -280,13 +280,14 @@ def children(pid: int) -> list[int]:
 
 
 def server_child(pid: int) -> int | None:
-    """The tritonserver that process ``pid`` started: its child that leads a process group of its own (TritonServer
-    starts the server in a new session), found by parentage, not by name."""
+    """The serving tritonserver that process ``pid`` started: its child that leads a process group of its own
+    (TritonServer starts the server in a new session) and listens on HTTP (``--http-port``: the version probe that
+    finding the binary runs for 30 ms is also a child in a session of its own), found by parentage, not by name."""
     for child in children(pid):
         try:
-            if os.getpgid(child) == child:
+            if os.getpgid(child) == child and option_of(child, "--http-port") is not None:
                 return child
-        except ProcessLookupError:
+        except (ProcessLookupError, FileNotFoundError):
             continue
     return None
 

@@ -88,6 +88,17 @@ def _wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | Non
     pytest.fail(f"no {what} within {timeout} s")
 
 
+def _end(proc: subprocess.Popen, server: int | None) -> None:
+    """After a test of a command that runs a server, also a failed one: the command killed if it still runs, and
+    the server's process group with it (a SIGKILLed command cannot stop its server, which runs in a session of its
+    own)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if server is not None and fx.group_members(server):
+        os.killpg(server, signal.SIGKILL)
+
+
 def _inferences(port: str, model: str) -> int:
     try:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{port}", connection_timeout=2, network_timeout=2)
@@ -121,9 +132,10 @@ def _shm_left(regions: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 def test_verify_names_a_killed_server(backend, token_repo, tmp_path):
     proc, _, stderr = _cli(["verify", str(token_repo), "--backend", backend, "--no-libtorch-check"], tmp_path)
+    server = None
     try:
         server = _wait_for(lambda: fx.server_child(proc.pid), 240, "tritonserver child", proc, stderr)
-        port = _wait_for(lambda: fx.option_of(server, "--http-port"), 10, "--http-port on its command line")
+        port = fx.option_of(server, "--http-port")
         # the count starts above 0 (the warm-up requests count): wait until verify's own requests add to it
         warm = _wait_for(lambda: _inferences(port, "minilm"), 240, "answer from the server", proc, stderr)
         _wait_for(lambda: _inferences(port, "minilm") > warm, 240, "request from verify", proc, stderr)
@@ -134,9 +146,7 @@ def test_verify_names_a_killed_server(backend, token_repo, tmp_path):
         code = proc.wait(timeout=120)
         seconds = time.monotonic() - killed
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _end(proc, server)
     text = stderr.read_text()
     _say(f"server SIGKILLed mid-verify ({backend})", f"exit {code} {seconds:.1f} s after the kill; {text.strip()}")
     assert code != 0
@@ -302,6 +312,7 @@ def test_sigint_is_inherited_as_ignored():
 def test_serve_in_background_stops_on(sig, text_repo, tmp_path):
     proc, stdout, stderr = _cli(["serve", str(text_repo), "--log", str(tmp_path / "triton.log")], tmp_path,
                                 preexec_fn=_ignore_sigint)
+    server = None
     try:
         _wait_for(lambda: "Ctrl-C stops the server." in stdout.read_text(), 240, "READY line from serve", proc,
                   stderr)
@@ -313,9 +324,7 @@ def test_serve_in_background_stops_on(sig, text_repo, tmp_path):
         code = proc.wait(timeout=90)
         seconds = time.monotonic() - sent
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _end(proc, server)
     text = stderr.read_text()
     _say(f"serve with SIGINT ignored, sent {sig.name}", f"exit {code} after {seconds:.1f} s; {text.strip()!r}")
     assert code == 0 and f"stopping tritonserver on {sig.name}" in text and "Traceback" not in text
