@@ -160,6 +160,28 @@ def test_verify_names_a_killed_server(backend, token_repo, tmp_path):
     assert _shm_left(regions) == [], "the stubs' shared-memory regions outlived verify"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_verify_takes_its_server_along(sig, text_repo, tmp_path):
+    """The other way round: verify itself stopped by `timeout` (SIGTERM) or SIGKILLed runs no clean-up; its server,
+    in a session of its own, gets SIGTERM from the kernel when verify ends, and stops with its stubs."""
+    proc, _, stderr = _cli(["verify", str(text_repo), "--no-libtorch-check"], tmp_path)
+    server = None
+    try:
+        server = _wait_for(lambda: fx.server_child(proc.pid), 240, "tritonserver child", proc, stderr)
+        port = fx.option_of(server, "--http-port")
+        _wait_for(lambda: _inferences(port, "mini"), 240, "answer from the server", proc, stderr)
+        stubs = fx.children(server)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        sent = time.monotonic()
+        gone = _wait_for(lambda: not fx.group_members(server) and _gone(stubs), 60, "end of the server's group")
+        seconds = time.monotonic() - sent
+    finally:
+        _end(proc, server)
+    _say(f"verify killed by {sig.name}", f"its server's group gone {seconds:.1f} s later")
+    assert gone and stubs
+
+
 def test_killed_server_is_reported_by_the_shared_check(backend, text_repo, tmp_path):
     """What verify and bench call after a failed request: the server's exit, its log, and a stop that kills the
     orphaned stubs at once."""

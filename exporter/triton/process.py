@@ -1,11 +1,14 @@
-"""Servers as processes: free local ports, stopping a server's whole process group (never by name), the Python
-backend's stub processes a server started, and stop signals for a command that runs a server until told to stop."""
+"""Servers as processes: free local ports, stopping a server's whole process group (never by name), a server that
+ends with the process that started it, the Python backend's stub processes a server started, and stop signals for a
+command that runs a server until told to stop."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +40,32 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent():
+    """A ``preexec_fn`` that asks the kernel to send the child SIGTERM when this process ends, however it ends: a
+    ``tei-export verify`` stopped by ``timeout`` (SIGTERM) or SIGKILLed runs no clean-up, and its server, which
+    runs in a session of its own, would go on serving with nobody to stop it. The server stops its stubs on SIGTERM.
+
+    None (no request) when called outside the main thread: the kernel signals the child when the *thread* that
+    started it ends, and only the main thread lives as long as the process. None where prctl is not available."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the child
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def request() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request was made: nobody would stop us
+            os._exit(1)
+
+    return request
 
 
 def signal_name(number: int) -> str:

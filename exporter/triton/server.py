@@ -19,7 +19,8 @@ from ..errors import ServerError
 from .backends import COMPAT_BACKEND_NAME, BackendSetup, prepare_backends
 from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
 from .hazards import explains_abort, interop_hazards
-from .process import StubProcess, free_port, remove_shm_regions, signal_name, stop_group, stub_processes
+from .process import (StubProcess, die_with_parent, free_port, remove_shm_regions, signal_name, stop_group,
+                      stub_processes)
 from .repository_view import RepositoryView, present_repository
 from .server_log import error_lines, first_paragraph, last_lines, lost_stub_message, model_error_lines
 
@@ -295,6 +296,7 @@ class TritonServer:
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         except OSError as err:
             self._log_file.close()
