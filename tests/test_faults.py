@@ -90,13 +90,18 @@ def _wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | Non
 
 def _end(proc: subprocess.Popen, server: int | None) -> None:
     """After a test of a command that runs a server, also a failed one: the command killed if it still runs, and
-    the server's process group with it (a SIGKILLed command cannot stop its server, which runs in a session of its
-    own)."""
+    the server's process group stopped (SIGTERM, so the server removes its stubs' shared memory; then SIGKILL)."""
     if proc.poll() is None:
         proc.kill()
         proc.wait()
-    if server is not None and fx.group_members(server):
-        os.killpg(server, signal.SIGKILL)
+    if server is None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if fx.group_members(server):
+            os.killpg(server, sig)
+            deadline = time.monotonic() + 20
+            while fx.group_members(server) and time.monotonic() < deadline:
+                time.sleep(0.2)
 
 
 def _inferences(port: str, model: str) -> int:
