@@ -175,15 +175,19 @@ def serve(repository, binary, host, http_port, grpc_port, log_path, backend):
     """Serve REPOSITORY with tritonserver until Ctrl-C.
 
     Starts tritonserver on REPOSITORY, waits until every model is READY, and serves until Ctrl-C."""
-    import signal
-
+    from .triton.process import stop_signals
     from .triton.server import TritonServer
 
     server = TritonServer(repository, binary=binary, host=host, http_port=http_port, grpc_port=grpc_port,
                           log_path=log_path, backend=backend)
     click.echo(f"starting tritonserver on {repository} ...", err=True)
-    # SIGTERM (from a supervisor) stops the server like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGTERM (a supervisor) and SIGINT (Ctrl-C, or `kill -INT` of a background job that inherited it ignored) stop
+    # the server like Ctrl-C does.
+    with stop_signals():
+        _serve(server)
+
+
+def _serve(server) -> None:
     try:
         server.start()
         for warning in server.warnings:
@@ -201,8 +205,8 @@ def serve(repository, binary, host, http_port, grpc_port, log_path, backend):
             time.sleep(0.5)
         raise TeiExportError(f"tritonserver exited on its own (see {server.log_path})",
                              fix="read the end of the log for the reason")
-    except KeyboardInterrupt:
-        click.echo("stopping tritonserver ...", err=True)
+    except KeyboardInterrupt as err:  # stop_signals names the signal (SIGINT, SIGTERM)
+        click.echo(f"stopping tritonserver{f' on {err}' if str(err) else ''} ...", err=True)
     finally:
         server.stop()
 

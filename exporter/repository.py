@@ -2,13 +2,18 @@
 
 Writes are all-or-nothing: a model version is assembled in a staging folder inside the repository (same
 file system) and renamed into place, so a failed export leaves nothing behind and a reader never sees half a model.
+The renames run under an exclusive lock on the repository folder itself (``flock``, so no lock file is left in the
+repository): of two exports of one model version at once, one wins and the other fails, and a model's config.pbtxt
+and version folder always come from the same export.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,15 +127,58 @@ def staged_version(target: VersionTarget, force: bool) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+COMMIT_LOCK_TIMEOUT_S = 60.0  # a commit is a few renames; waiting longer means a writer is stuck
+
+
+@contextmanager
+def repository_lock(repo: Path, timeout_s: float = COMMIT_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the exclusive lock on ``repo`` (flock on the folder itself: nothing is written, and the lock goes with
+    the process, also when it is killed)."""
+    fd = os.open(repo, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RepositoryError(
+                        f"another process has held the repository's lock for more than {timeout_s:.0f} s",
+                        fix="wait for the other tei-export trace to finish, or stop it", where=str(repo)) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _commit(staging: Path, target: VersionTarget, force: bool) -> None:
     model_dir, version_dir = target.model_dir, target.version_dir
-    if not model_dir.exists():
-        model_dir.mkdir()
-    if version_dir.exists():
-        if not force:  # appeared while we were exporting
-            raise RepositoryError(f"version {target.version} of model '{target.name}' appeared during the export",
-                                  fix="pass --force to replace it", where=str(version_dir))
-        retired = staging / "replaced"
-        os.rename(version_dir, retired)
-    os.rename(staging / str(target.version), version_dir)
-    os.replace(staging / "config.pbtxt", model_dir / "config.pbtxt")
+    with repository_lock(target.repo):
+        # checked again under the lock: another export of the same model may have committed while this one ran
+        if version_dir.exists() and not force:
+            existing = versions(model_dir)
+            raise RepositoryError(
+                f"version {target.version} of model '{target.name}' was written by another export while this one "
+                "ran; this export did not write it",
+                fix=f"pass --force to replace it, or --version {max(existing + [target.version]) + 1} to add a new "
+                    "version",
+                where=str(version_dir))
+        staged, retired, moved = staging / str(target.version), None, False
+        try:
+            model_dir.mkdir(exist_ok=True)
+            if version_dir.exists():
+                retired = staging / "replaced"
+                os.rename(version_dir, retired)
+            os.rename(staged, version_dir)
+            moved = True
+            os.replace(staging / "config.pbtxt", model_dir / "config.pbtxt")
+        except OSError as err:  # e.g. a folder put there by something that does not take the lock
+            # back out, so the model stays as it was: its old version folder with its old config
+            if moved:
+                os.rename(version_dir, staged)
+            if retired is not None:
+                os.rename(retired, version_dir)
+            raise RepositoryError(f"cannot move the export into place: {err.strerror}",
+                                  fix="check that nothing else writes into the repository, then export again",
+                                  where=str(err.filename or version_dir)) from None

@@ -25,6 +25,7 @@ from .repository import METADATA_FILE, latest_version_dir, models
 from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
 from .triton.backends import NVIDIA_LABEL, served_by
 from .triton.hazards import interop_hazards
+from .triton.server_log import error_summary, lost_stub_message, unhealthy_stub
 from .triton_client import PROTOCOLS, ServedModel, TritonClient
 
 Progress = Callable[[str], None]
@@ -205,6 +206,21 @@ def _split(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def _map(fn, items: list, workers: int) -> list:
+    """``fn`` over ``items`` on ``workers`` threads, results in order; the first failure cancels the requests not yet
+    sent (a dead server or stub would otherwise fail each of them in turn, a second apiece for a stub)."""
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _error_text(err: Exception) -> str:
+    """A failed check's error: the first line, and the exception a TorchScript traceback ends with."""
+    return f"{type(err).__name__}: {error_summary(str(err)) or first_line(err)}"
+
+
 def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], tokenizer, meta: ExportMetadata,
               run: Run, timeout_s: float) -> np.ndarray:
     """Send ``texts`` as requests of ``run.batch`` texts with ``run.concurrency`` in flight; rows in text order."""
@@ -232,8 +248,7 @@ def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], to
         return client().infer(served.name, arrays, [output])[output]
 
     try:
-        with ThreadPoolExecutor(max_workers=run.concurrency) as pool:
-            parts = list(pool.map(one, chunks))
+        parts = _map(one, chunks, run.concurrency)
     finally:
         for c in clients:
             c.close()
@@ -268,7 +283,7 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
             after = admin.statistics(model.name)
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
     except Exception as err:  # a server or protocol failure is a failed check, reported, not a crash
-        check.error = f"{type(err).__name__}: {first_line(err)}"
+        check.error = _error_text(err)
     return check
 
 
@@ -299,8 +314,7 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
                         return c.infer(name, {"text": data}, [output])[output]
 
                 started = time.monotonic()
-                with ThreadPoolExecutor(max_workers=run.concurrency) as pool:
-                    got = np.concatenate(list(pool.map(one, _split(list(range(len(texts))), batch))), axis=0)
+                got = np.concatenate(_map(one, _split(list(range(len(texts))), batch), run.concurrency), axis=0)
                 max_abs, min_cos = compare(expected, got)
                 check.runs.append(RunResult("text, " + Run(batch, run.concurrency).label, -(-len(texts) // batch),
                                             len(texts), max_abs, min_cos, tolerance.accepts(max_abs, min_cos),
@@ -311,8 +325,36 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
             after = admin.statistics(model.name)
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
     except Exception as err:  # reported as a failed check, not a crash
-        check.error = f"{type(err).__name__}: {first_line(err)}"
+        check.error = _error_text(err)
     return check
+
+
+def explain_failure(check: ModelCheck, server=None) -> None:
+    """Name the model that failed and why, when a check failed on a Python backend stub that is gone (the
+    tokenizer of a text ensemble, or any model the compatibility backend serves): the request error names only the
+    stub's instance. With our own ``server``, its record of the stub adds the process."""
+    found = unhealthy_stub(check.error or "")
+    if found is None:
+        return
+    instance, model, ensemble = found
+    pid = None
+    if server is not None:
+        lost = {stub.instance: stub for stub in server.lost_stubs()}
+        if instance in lost:
+            model, pid = lost[instance].model, lost[instance].pid
+    check.error = (lost_stub_message(model, instance, pid, ensemble)
+                   + ". Fix: restart the server (a new one starts every stub again)")
+
+
+def _watch(server, check: ModelCheck) -> None:
+    """After a check on our own server: a server that died fails the whole verify (raised, naming how it ended
+    and its log), a lost stub is named in the check."""
+    if server is None:
+        explain_failure(check)
+        return
+    server.check_running(f"while verify sent {check.model} requests over {check.protocol}",
+                         grace=1.0 if check.error else 0.0)
+    explain_failure(check, server)
 
 
 def _text_ready(url: str, protocol: str, name: str) -> bool:
@@ -344,6 +386,7 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
     if url is not None and len(protocols) != 1:
         raise VerificationError("--url names one endpoint, so it needs one protocol",
                                 fix="add --protocol http or --protocol grpc")
+    server = None
     with ExitStack() as stack:
         if url is None:
             from .triton.server import TritonServer
@@ -374,11 +417,13 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
                     progress(f"{model.name}: requests over {protocol}")
                 report.checks.append(verify_model(urls[protocol], protocol, model, items, expected, tokenizer, runs,
                                                   nvidia_label=nvidia_label))
+                _watch(server, report.checks[-1])
                 if _text_ready(urls[protocol], protocol, model.name):
                     if progress:
                         progress(f"{model.name}_text: text requests over {protocol}")
                     report.checks.append(verify_text_model(urls[protocol], protocol, model, items, expected, runs,
                                                            nvidia_label=nvidia_label))
+                    _watch(server, report.checks[-1])
         if libtorch:
             report.libtorch = _libtorch_reports(targets, progress)
     return report

@@ -261,3 +261,60 @@ def group_members(pgid: int) -> list[int]:
         if pgrp == pgid and state != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+def children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (from /proc; zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def server_child(pid: int) -> int | None:
+    """The serving tritonserver that process ``pid`` started: its child that leads a process group of its own
+    (TritonServer starts the server in a new session) and listens on HTTP (``--http-port``: the version probe that
+    finding the binary runs for 30 ms is also a child in a session of its own), found by parentage, not by name."""
+    for child in children(pid):
+        try:
+            if os.getpgid(child) == child and option_of(child, "--http-port") is not None:
+                return child
+        except (ProcessLookupError, FileNotFoundError):
+            continue
+    return None
+
+
+def command_line(pid: int) -> list[str]:
+    return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+
+
+def option_of(pid: int, option: str) -> str | None:
+    """The value of ``--option=value`` on process ``pid``'s command line."""
+    for arg in command_line(pid):
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def commit_when_released(repo: str, name: str, label: str, force: bool, barrier, results) -> None:
+    """Stage version 1 of ``name`` marked ``label`` (in its config and its version folder), wait for ``barrier``,
+    then commit: run in several processes at once, the commits race. Puts (label, "ok" or the error) on
+    ``results``."""
+    from exporter.repository import VersionTarget, staged_version
+
+    try:
+        with staged_version(VersionTarget(Path(repo), name, 1), force) as staging:
+            (staging / "1" / "label.txt").write_text(label)
+            (staging / "config.pbtxt").write_text(f"# {label}\n")
+            barrier.wait(timeout=60)
+        results.put((label, "ok"))
+    except Exception as err:
+        results.put((label, f"{type(err).__name__}: {err}"))

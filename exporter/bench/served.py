@@ -125,6 +125,8 @@ def serve_and_measure(report, options, repo, target, tokenizer, workloads, expec
                                      tol, flop, peak, options)
                     report.cells.append(cell)
                     say(progress, cell_line(k, total, cell))
+                    if cell.error:  # a dead server ends the bench with how it ended, not an error per cell
+                        server.check_running(f"while bench measured {mode} ({workload})", grace=1.0)
     finally:
         say(progress, "stopping tritonserver")
         server.stop()

@@ -1,5 +1,6 @@
 """The ``tritonserver`` process: started on free local ports in its own process group, waited on until every model
-is READY (or :class:`~exporter.errors.ServerError` with the server's own load error), stopped with its whole group.
+is READY (or :class:`~exporter.errors.ServerError` with the server's own load error), watched while it serves (a
+server that died, a Python backend stub that is gone), stopped with its whole group.
 """
 from __future__ import annotations
 
@@ -15,12 +16,17 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..errors import ServerError
-from .backends import BackendSetup, prepare_backends
+from .backends import COMPAT_BACKEND_NAME, BackendSetup, prepare_backends
 from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
 from .hazards import explains_abort, interop_hazards
-from .process import free_port, signal_name, stop_group
+from .process import (StubProcess, die_with_parent, free_port, remove_shm_regions, signal_name, stop_group,
+                      stub_processes)
 from .repository_view import RepositoryView, present_repository
-from .server_log import error_lines, first_paragraph, last_lines, model_error_lines
+from .server_log import error_lines, first_paragraph, last_lines, lost_stub_message, model_error_lines
+
+# The model file each platform or backend loads when the config names none (Triton's defaults).
+_DEFAULT_MODEL_FILES = {"pytorch_libtorch": "model.pt", "torch_aoti": "model.pt2", "pytorch": "model.pt",
+                        COMPAT_BACKEND_NAME: "model.pt", "python": "model.py"}
 
 # Where the compatibility backend's stub processes keep what NVIDIA's backend keeps process-wide (which model set
 # the inter-op thread count); a folder per server, removed with it.
@@ -124,6 +130,11 @@ class TritonServer:
         self.view: RepositoryView | None = None  # what --model-repository points at while the server runs
         self._proc: subprocess.Popen | None = None
         self._pgid: int | None = None
+        self._exit_code: int | None = None  # how the process ended, kept after stop() for check_running()
+        self._stopping = False  # stop() was called: an exit from now on is ours, not a death
+        self._ready_log_size = 0  # the log's length when every model was READY: what follows is news
+        self._stubs: dict[str, StubProcess] = {}  # by instance name, as last seen
+        self._shm_regions: set[str] = set()  # of every stub seen, removed at stop when left over
         self._log_file = None
         self._log_path: Path | None = None
         self.http_port = self.grpc_port = self.metrics_port = None
@@ -225,6 +236,7 @@ class TritonServer:
 
     def _launch(self) -> None:
         http_port, grpc_port, metrics_port = self._ports_given
+        self._exit_code, self._stopping, self._ready_log_size, self._stubs = None, False, 0, {}
         self.http_port = http_port or free_port(self.host)
         self.grpc_port = grpc_port or free_port(self.host)
         while self.grpc_port == self.http_port:
@@ -284,6 +296,7 @@ class TritonServer:
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         except OSError as err:
             self._log_file.close()
@@ -332,7 +345,8 @@ class TritonServer:
                 for e in entries:
                     if e.get("reason"):
                         version = f" version {e['version']}" if e.get("version") else ""
-                        reasons.append(f"'{name}'{version}: {first_paragraph(e['reason'])}")
+                        reasons.append(f"'{name}'{version}: {first_paragraph(e['reason'])}"
+                                       f"{self._model_file_note(name, e.get('version'))}")
                 if not reasons:
                     found = model_error_lines(log, name)
                     if found:
@@ -359,6 +373,8 @@ class TritonServer:
                 self._check_deadline(deadline, "to report ready")
                 time.sleep(0.2)
             self._models = tuple(sorted(n for n in expected if client.is_model_ready(n)))
+            self._ready_log_size = len(self.log_text())
+            self._refresh_stubs()
         finally:
             client.close()
 
@@ -381,14 +397,89 @@ class TritonServer:
         log = self.log_text()
         if re.search(r"already in use|failed to start (HTTP|GRPC|metrics)", log, re.IGNORECASE):
             raise _PortInUse(error_lines(log))
+        raise self._exit_error(code, "during startup")
+
+    def _exit_error(self, code: int, during: str) -> ServerError:
+        """What a server that ended with ``code`` (negative: the signal) ``during`` something says, and the fix."""
+        log = self.log_text()
         how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"
-        details = error_lines(log) or last_lines(log)
         known = explains_abort(log)
-        raise ServerError(
-            f"tritonserver {how} during startup: {details}",
-            fix=(known + "; " if known else "") + f"read the server log at {self._log_path}",
+        if self._ready_log_size:  # it had started: only what it logged since then can explain the exit
+            news = log[self._ready_log_size:]
+            details = error_lines(news) or "its log shows no error after start-up"
+        else:
+            details = error_lines(log) or last_lines(log)
+        hints = [known] if known else []
+        if code == -9:
+            hints.append("SIGKILL comes from outside the server: the kernel's out-of-memory killer (see dmesg) or "
+                         "another process")
+        hints.append(f"read the server log at {self._log_path}; start the server again")
+        return ServerError(
+            f"tritonserver (pid {self._pgid}) {how} {during}: {details}",
+            fix="; ".join(hints),
             where=str(self.model_repository),
         )
+
+    def check_running(self, doing: str, grace: float = 0.0) -> None:
+        """Raise :class:`ServerError` naming how the server ended (e.g. killed by SIGKILL) and its log, when the
+        process is gone while ``doing`` (e.g. "while verify sent requests"). ``grace``: seconds to wait for an exit
+        that is under way (a client sees the sockets close before the process is reaped), for a caller whose
+        requests just failed."""
+        if self._proc is not None and self._exit_code is None:
+            try:
+                self._exit_code = self._proc.wait(timeout=grace) if grace > 0 else self._proc.poll()
+            except subprocess.TimeoutExpired:
+                pass
+        if self._exit_code is not None and not self._stopping:
+            raise self._exit_error(self._exit_code, doing)
+        if self._proc is None:
+            raise ServerError("tritonserver is not running", fix="start it first", where=str(self.model_repository))
+
+    # -- Python backend stubs ---------------------------------------------------------------------------------
+    def _refresh_stubs(self) -> list[StubProcess]:
+        """Record the stubs running now (a reload starts new ones) and their shm regions; return the recorded ones
+        that are gone while the server runs."""
+        if self._proc is None:
+            return []
+        current = {stub.instance: stub for stub in stub_processes(self._proc.pid)}
+        self._shm_regions.update(stub.shm_region for stub in current.values())
+        if self._proc.poll() is not None:  # orphans of a dead server (killed during start-up, too): regions only
+            return []
+        lost = [stub for name, stub in self._stubs.items() if name not in current]
+        self._stubs.update(current)
+        return lost
+
+    def lost_stubs(self, models: Sequence[str] | None = None) -> list[StubProcess]:
+        """The Python backend stubs (of ``models``, default all) that ran when the models became READY, or started
+        since, and are gone now while the server runs. Triton 2.51 does not restart them: the model stays READY and
+        every request to it fails."""
+        lost = self._refresh_stubs()
+        return [stub for stub in lost if models is None or stub.model in models]
+
+    def describe_lost_stub(self, stub: StubProcess, ensemble: str | None = None) -> str:
+        return lost_stub_message(stub.model, stub.instance, stub.pid, ensemble)
+
+    def _model_file_note(self, name: str, version: str | None) -> str:
+        """" (model file PATH, N bytes)" for a model that loads a file, so a load error names the file it read:
+        NVIDIA's backend says only "failed to load model 'x': PytorchStreamReader failed ..."."""
+        from ..repository import versions
+        from ..triton_config import read_config
+
+        model_dir = self.model_repository / name
+        try:
+            config = read_config(model_dir / "config.pbtxt")
+        except Exception:  # a config Triton could not read either: its own error says so
+            return ""
+        filename = (config.default_model_filename or _DEFAULT_MODEL_FILES.get(config.platform)
+                    or _DEFAULT_MODEL_FILES.get(config.backend))
+        found = versions(model_dir)
+        number = version if version and version.isdigit() else (str(found[-1]) if found else None)
+        if not filename or number is None:
+            return ""
+        path = model_dir / number / filename
+        if not path.is_file():
+            return ""
+        return f" (model file {path}, {path.stat().st_size} bytes)"
 
     def _check_deadline(self, deadline: float, what: str) -> None:
         if time.monotonic() > deadline:
@@ -400,12 +491,19 @@ class TritonServer:
             )
 
     def stop(self, timeout: float | None = None) -> None:
-        """SIGTERM to the server's process group, wait, then SIGKILL whatever of the group is left."""
+        """SIGTERM to the server's process group, wait, then SIGKILL whatever of the group is left; then remove the
+        shared-memory regions that killed stubs left behind."""
         proc, pgid = self._proc, self._pgid
         try:
             if proc is not None:
+                if proc.poll() is not None and self._exit_code is None:
+                    self._exit_code = proc.returncode  # it died before this stop: check_running() says how
+                self._stopping = self._exit_code is None
+                self._refresh_stubs()
                 stop_group(proc, pgid, self.stop_timeout if timeout is None else timeout)
         finally:
+            remove_shm_regions(sorted(self._shm_regions))
+            self._shm_regions.clear()
             self._proc = None
             self._pgid = pgid  # keep for callers that check the group is gone
             if self.view is not None:  # also when no process was launched: the view may exist

@@ -352,7 +352,11 @@ class TritonPythonModel:
             self.module, package_inputs = self._load_pt2(path)
         else:
             try:
-                self.module = torch.jit.load(path, map_location=self.device)
+                # the bytes through a stream, as the C++ backend reads the file into a string and loads it from an
+                # istringstream: torch then says what NVIDIA's says about a broken file (an empty one reads
+                # "istream reader failed", not the file reader's "not a ZIP archive")
+                with open(path, "rb") as handle:  # a file object: torch.jit.load reads it into one buffer
+                    self.module = torch.jit.load(handle, map_location=self.device)
             except Exception as err:
                 raise CompatBackendError(f"failed to load model '{self.name}': {err}", "INTERNAL") from err
             self.module.eval()
