@@ -241,6 +241,11 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
         click.echo(f"warning: {warning}", err=True)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     if not report.passed:
+        failed = [c for c in report.checks if c.error]
+        if failed:  # no answers to compare: a dead stub, a request Triton refused
+            raise VerificationError(f"{len(failed)} check(s) got no answers from Triton ({failed[0].model} over "
+                                    f"{failed[0].protocol}: {failed[0].error})",
+                                    fix="see each check's error above; then run verify again")
         raise VerificationError("Triton's embeddings differ from eager sentence-transformers (see the table)",
                                 fix="re-export the model, and check the server's backend and the model's config")
 
