@@ -41,7 +41,7 @@ if [ "${TEI_EXPORT_BUILD_BACKEND:-1}" = "0" ]; then
 else
   echo "[set-up] NVIDIA's LibTorch backend for the bundled tritonserver (built once, about a minute; then cached)" >&2
   _log="$(mktemp)"
-  if "$VENV/bin/tei-export" backend build 2>&1 | tee "$_log" | sed 's/^/         /' >&2; then
+  if "$VENV/bin/tei-export" backend build 2>&1 | tee "$_log" | sed -u 's/^/         /' >&2; then
     :
   else
     _backend_fallback "$(grep -E '^error:' "$_log" | tail -1 | cut -c1-600)"

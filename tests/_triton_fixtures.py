@@ -248,35 +248,16 @@ def start_must_fail(repo: Path, binary, **kwargs):
 
 def group_members(pgid: int) -> list[int]:
     """PIDs whose process group is ``pgid`` (from /proc; zombies excluded)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+    from exporter.triton.process import processes
+
+    return [p.pid for p in processes() if p.pgrp == pgid]
 
 
 def children(pid: int) -> list[int]:
     """PIDs whose parent is ``pid`` (from /proc; zombies excluded)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
+    from exporter.triton.process import processes
+
+    return [p.pid for p in processes() if p.ppid == pid]
 
 
 def server_child(pid: int) -> int | None:

@@ -22,7 +22,7 @@ import pytest
 import _triton_fixtures as fx
 from exporter.errors import ServerError
 from exporter.export import ExportOptions, export_model
-from exporter.triton.process import stub_processes
+from exporter.triton.stubs import stub_processes
 from exporter.triton.server import TritonServer
 from exporter.triton.server_log import error_summary
 from exporter.verify import verify_repository

@@ -1,6 +1,6 @@
-"""Servers as processes: free local ports, stopping a server's whole process group (never by name), a server that
-ends with the process that started it, the Python backend's stub processes a server started, and stop signals for a
-command that runs a server until told to stop."""
+"""Servers as processes: free local ports, the process table, stopping a server's whole process group (never by
+name), a server that ends with the process that started it, and stop signals for a command that runs a server until
+told to stop."""
 from __future__ import annotations
 
 import ctypes
@@ -105,56 +105,26 @@ def stop_group(proc: subprocess.Popen, pgid: int | None, timeout: float, linger:
 
 
 @dataclass(frozen=True)
-class StubProcess:
-    """A Python backend stub: one per instance of a Python-based model (the tokenizer model, and every model the
-    compatibility backend serves)."""
-
+class ProcStat:
     pid: int
-    instance: str  # Triton's instance name, e.g. "mini_tokenizer_0_0"
-    model: str  # the model's folder name
-    model_file: str  # model.py or the model file the stub loads, as the server sees it
-    shm_region: str  # its shared-memory region, /dev/shm/<name>
+    state: str  # "R", "S", ... ("Z": a zombie)
+    ppid: int
+    pgrp: int
 
 
-def _read_stub(pid: int, parent: int) -> StubProcess | None:
-    """Process ``pid`` as a stub of the server ``parent``, or None. A stub's arguments, as tritonserver 2.51 starts
-    it: the model file, its shm region, two sizes, the parent's pid, the backend folder, an IPC handle, the instance
-    name. It is the server's child, or, once the server is dead, an orphan still in the server's process group."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    state, ppid, pgrp = fields[0], int(fields[1]), int(fields[2])
-    if state == "Z" or parent not in (ppid, pgrp) or len(argv) < 9 or argv[5] != str(parent).encode():
-        return None
-    model_file = argv[1].decode(errors="replace")
-    return StubProcess(pid, argv[8].decode(errors="replace"), Path(model_file).parent.parent.name, model_file,
-                       argv[2].decode(errors="replace"))
-
-
-def stub_processes(parent: int) -> list[StubProcess]:
-    """The Python backend stubs of the tritonserver ``parent`` (from /proc), also those a dead server left behind
-    (TritonServer starts the server as the leader of its own process group)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stub = _read_stub(int(entry.name), parent)
-            if stub is not None:
-                found.append(stub)
-    return sorted(found, key=lambda s: s.instance)
-
-
-def remove_shm_regions(names: list[str]) -> None:
-    """Unlink the named shared-memory regions that are left over: a stub that was killed, or the stubs of a killed
-    server, leave theirs in /dev/shm (1 MiB or more each) and nothing else removes them."""
-    for name in names:
-        if name and "/" not in name:
-            try:
-                os.unlink(f"/dev/shm/{name}")
-            except OSError:
-                pass
+def processes(proc: Path = Path("/proc")) -> Iterator[ProcStat]:
+    """Every process but zombies, from ``/proc/<pid>/stat``. The command name in parentheses may hold spaces: the
+    fields after the last ')' are state, ppid, pgrp."""
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            stat = ProcStat(int(entry.name), fields[0], int(fields[1]), int(fields[2]))
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+        if stat.state != "Z":
+            yield stat
 
 
 @contextmanager

@@ -16,17 +16,13 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..errors import ServerError
-from .backends import COMPAT_BACKEND_NAME, BackendSetup, prepare_backends
+from .backends import BackendSetup, prepare_backends
 from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
 from .hazards import explains_abort, interop_hazards
-from .process import (StubProcess, die_with_parent, free_port, remove_shm_regions, signal_name, stop_group,
-                      stub_processes)
+from .process import die_with_parent, free_port, signal_name, stop_group
 from .repository_view import RepositoryView, present_repository
-from .server_log import error_lines, first_paragraph, last_lines, lost_stub_message, model_error_lines
-
-# The model file each platform or backend loads when the config names none (Triton's defaults).
-_DEFAULT_MODEL_FILES = {"pytorch_libtorch": "model.pt", "torch_aoti": "model.pt2", "pytorch": "model.pt",
-                        COMPAT_BACKEND_NAME: "model.pt", "python": "model.py"}
+from .server_log import error_lines, first_paragraph, last_lines, model_error_lines
+from .stubs import StubProcess, StubWatch, describe_lost_stub
 
 # Where the compatibility backend's stub processes keep what NVIDIA's backend keeps process-wide (which model set
 # the inter-op thread count); a folder per server, removed with it.
@@ -133,8 +129,7 @@ class TritonServer:
         self._exit_code: int | None = None  # how the process ended, kept after stop() for check_running()
         self._stopping = False  # stop() was called: an exit from now on is ours, not a death
         self._ready_log_size = 0  # the log's length when every model was READY: what follows is news
-        self._stubs: dict[str, StubProcess] = {}  # by instance name, as last seen
-        self._shm_regions: set[str] = set()  # of every stub seen, removed at stop when left over
+        self._stubs: StubWatch | None = None  # the Python backend stubs, as last seen
         self._log_file = None
         self._log_path: Path | None = None
         self.http_port = self.grpc_port = self.metrics_port = None
@@ -236,7 +231,7 @@ class TritonServer:
 
     def _launch(self) -> None:
         http_port, grpc_port, metrics_port = self._ports_given
-        self._exit_code, self._stopping, self._ready_log_size, self._stubs = None, False, 0, {}
+        self._exit_code, self._stopping, self._ready_log_size = None, False, 0
         self.http_port = http_port or free_port(self.host)
         self.grpc_port = grpc_port or free_port(self.host)
         while self.grpc_port == self.http_port:
@@ -437,49 +432,28 @@ class TritonServer:
 
     # -- Python backend stubs ---------------------------------------------------------------------------------
     def _refresh_stubs(self) -> list[StubProcess]:
-        """Record the stubs running now (a reload starts new ones) and their shm regions; return the recorded ones
-        that are gone while the server runs."""
         if self._proc is None:
             return []
-        current = {stub.instance: stub for stub in stub_processes(self._proc.pid)}
-        self._shm_regions.update(stub.shm_region for stub in current.values())
-        if self._proc.poll() is not None:  # orphans of a dead server (killed during start-up, too): regions only
-            return []
-        lost = [stub for name, stub in self._stubs.items() if name not in current]
-        self._stubs.update(current)
-        return lost
+        if self._stubs is None or self._stubs.server_pid != self._proc.pid:
+            self._stubs = StubWatch(self._proc.pid, shm_regions=self._stubs.shm_regions if self._stubs else set())
+        return self._stubs.refresh(server_alive=self._proc.poll() is None)
 
     def lost_stubs(self, models: Sequence[str] | None = None) -> list[StubProcess]:
         """The Python backend stubs (of ``models``, default all) that ran when the models became READY, or started
         since, and are gone now while the server runs. Triton 2.51 does not restart them: the model stays READY and
         every request to it fails."""
-        lost = self._refresh_stubs()
-        return [stub for stub in lost if models is None or stub.model in models]
+        return [stub for stub in self._refresh_stubs() if models is None or stub.model in models]
 
     def describe_lost_stub(self, stub: StubProcess, ensemble: str | None = None) -> str:
-        return lost_stub_message(stub.model, stub.instance, stub.pid, ensemble)
+        return describe_lost_stub(stub, ensemble)
 
     def _model_file_note(self, name: str, version: str | None) -> str:
-        """" (model file PATH, N bytes)" for a model that loads a file, so a load error names the file it read:
-        NVIDIA's backend says only "failed to load model 'x': PytorchStreamReader failed ..."."""
-        from ..repository import versions
-        from ..triton_config import read_config
+        """" (model file PATH, N bytes)", so a load error names the file it read: NVIDIA's backend says only
+        "failed to load model 'x': PytorchStreamReader failed ..."."""
+        from ..repository import model_file
 
-        model_dir = self.model_repository / name
-        try:
-            config = read_config(model_dir / "config.pbtxt")
-        except Exception:  # a config Triton could not read either: its own error says so
-            return ""
-        filename = (config.default_model_filename or _DEFAULT_MODEL_FILES.get(config.platform)
-                    or _DEFAULT_MODEL_FILES.get(config.backend))
-        found = versions(model_dir)
-        number = version if version and version.isdigit() else (str(found[-1]) if found else None)
-        if not filename or number is None:
-            return ""
-        path = model_dir / number / filename
-        if not path.is_file():
-            return ""
-        return f" (model file {path}, {path.stat().st_size} bytes)"
+        path = model_file(self.model_repository / name, version)
+        return f" (model file {path}, {path.stat().st_size} bytes)" if path is not None else ""
 
     def _check_deadline(self, deadline: float, what: str) -> None:
         if time.monotonic() > deadline:
@@ -502,8 +476,8 @@ class TritonServer:
                 self._refresh_stubs()
                 stop_group(proc, pgid, self.stop_timeout if timeout is None else timeout)
         finally:
-            remove_shm_regions(sorted(self._shm_regions))
-            self._shm_regions.clear()
+            if self._stubs is not None:
+                self._stubs.remove_leftovers()
             self._proc = None
             self._pgid = pgid  # keep for callers that check the group is gone
             if self.view is not None:  # also when no process was launched: the view may exist
