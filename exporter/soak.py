@@ -69,20 +69,19 @@ class SoakOptions:
 # ---------------------------------------------------------------------------------------------------------------
 def group_rss_kb(pgid: int, proc: Path = Path("/proc")) -> tuple[int, int]:
     """(summed VmRSS in kB, processes counted) of every process whose process group is ``pgid``."""
+    from .triton.process import processes
+
     total = count = 0
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
+    for member in processes(proc):
+        if member.pgrp != pgid:
             continue
         try:
-            # the command name in parentheses may hold spaces: the fields after the last ')' are state, ppid, pgrp
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):  # zombies and kernel threads have none
+            for line in (proc / str(member.pid) / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):  # kernel threads have none
                     total += int(line.split()[1])
                     count += 1
                     break
-        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+        except (OSError, ValueError):  # gone meanwhile
             continue
     return total, count
 
@@ -544,12 +543,8 @@ def run_soak(options: SoakOptions, server=None, progress: Progress | None = None
             finally:
                 if sampler:
                     sampler.stop()
-            # the server counts an execution a moment after its responses leave: wait (briefly) for the answered ones
-            answered, settle = sum(r.checked for r in load.results.values()), time.monotonic() + 5.0
-            after = admin.statistics(options.model)
-            while after[0] - before[0] < answered and time.monotonic() < settle:
-                time.sleep(0.05)
-                after = admin.statistics(options.model)
+            answered = sum(r.checked for r in load.results.values())
+            after = admin.statistics(options.model, at_least=before[0] + answered)
         report.inferences, report.executions = after[0] - before[0], after[1] - before[1]
         for r in load.results.values():
             r.seq_per_s = r.ok / report.seconds if report.seconds else 0.0

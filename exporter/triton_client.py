@@ -1,6 +1,7 @@
 """One face for tritonclient's HTTP and gRPC clients: the calls verify, bench and tune make."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,15 +105,25 @@ class TritonClient:
         result = self._client.infer(model, wire, outputs=requested, **kwargs)
         return {n: result.as_numpy(n) for n in outputs}
 
-    def statistics(self, model: str) -> tuple[int, int]:
-        """(inference_count, execution_count) summed over versions: fewer executions than inferences = batching."""
-        if self.protocol == "http":
-            stats = self._client.get_inference_statistics(model)
-        else:
-            stats = self._client.get_inference_statistics(model, as_json=True)
-        rows = stats.get("model_stats", [])
-        return (sum(int(r.get("inference_count", 0)) for r in rows),
-                sum(int(r.get("execution_count", 0)) for r in rows))
+    def statistics(self, model: str, at_least: int = 0, wait_s: float = 5.0) -> tuple[int, int]:
+        """(inference_count, execution_count) summed over versions: fewer executions than inferences = batching.
+
+        Triton counts an execution a moment after its responses leave, so a client that has its answers may read
+        counts that miss the last execution: a caller that knows the count it expects passes ``at_least`` and the
+        read is repeated until ``inference_count`` reaches it or ``wait_s`` has passed (then the counts as they are).
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            if self.protocol == "http":
+                stats = self._client.get_inference_statistics(model)
+            else:
+                stats = self._client.get_inference_statistics(model, as_json=True)
+            rows = stats.get("model_stats", [])
+            counts = (sum(int(r.get("inference_count", 0)) for r in rows),
+                      sum(int(r.get("execution_count", 0)) for r in rows))
+            if counts[0] >= at_least or time.monotonic() >= deadline:
+                return counts
+            time.sleep(0.05)
 
     def server_version(self) -> str:
         if self.protocol == "http":

@@ -268,7 +268,8 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
             check.batching = served.max_batch_size > 0
             ragged = model.metadata.batching == "ragged"
             before = admin.statistics(model.name)
-            for run in (RAGGED_RUNS if ragged and runs is DEFAULT_RUNS else runs):
+            plan = RAGGED_RUNS if ragged and runs is DEFAULT_RUNS else runs
+            for run in plan:
                 batch = 1 if ragged else min(run.batch, request_rows(served))
                 started = time.monotonic()
                 got = _send_run(url, protocol, served, texts, tokenizer, model.metadata, Run(batch, run.concurrency),
@@ -280,7 +281,7 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
                 if not check.runs[-1].passed and check.worst_text is None:
                     rows = np.abs(np.asarray(got, np.float64) - expected).max(axis=1)
                     check.worst_text = f"{items[int(rows.argmax())].kind}: {texts[int(rows.argmax())][:80]!r}"
-            after = admin.statistics(model.name)
+            after = admin.statistics(model.name, at_least=before[0] + len(texts) * len(plan))
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
     except Exception as err:  # a server or protocol failure is a failed check, reported, not a crash
         check.error = _error_text(err)
@@ -322,7 +323,7 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
                 if not check.runs[-1].passed and check.worst_text is None:
                     rows = np.abs(np.asarray(got, np.float64) - expected).max(axis=1)
                     check.worst_text = f"{items[int(rows.argmax())].kind}: {texts[int(rows.argmax())][:80]!r}"
-            after = admin.statistics(model.name)
+            after = admin.statistics(model.name, at_least=before[0] + len(texts) * len(runs))
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
     except Exception as err:  # reported as a failed check, not a crash
         check.error = _error_text(err)

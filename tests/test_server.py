@@ -9,7 +9,6 @@ cases on both backends side by side.
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from exporter.errors import ServerError  # noqa: E402
 from exporter.triton.backends import COMPAT_BACKEND_NAME, COMPAT_MODEL_PY, prepare_backends  # noqa: E402
 from exporter.triton.binary import find_tritonserver  # noqa: E402
 from exporter.triton.server import TritonServer  # noqa: E402
+from exporter.triton_client import TritonClient  # noqa: E402
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
@@ -309,30 +309,24 @@ def test_grpc_matches_sentence_transformers(grpc, st_model):
     assert np.abs(got - ref).max() <= 1e-5
 
 
-def _stats(http, model, at_least=0):
-    """(inference_count, execution_count); the backend reports them just after it responds, so wait (bounded) until
-    ``inference_count >= at_least``."""
-    for _ in range(100):
-        stats = http.get_inference_statistics(model)["model_stats"][0]
-        counts = int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
-        if counts[0] >= at_least:
-            return counts
-        time.sleep(0.05)
-    return counts
+def _stats(url, model, at_least=0):
+    """(inference_count, execution_count), waiting (bounded) for ``at_least`` inferences: see TritonClient.statistics."""
+    with TritonClient(url, "http") as client:
+        return client.statistics(model, at_least=at_least)
 
 
-def test_concurrent_requests_are_batched(http, st_model):
+def test_concurrent_requests_are_batched(server, http, st_model):
     # the copy of the exported config waits up to 20 ms for a batch to fill (see the server fixture)
     sentences = [f"sentence number {i} for the batcher" for i in range(8)]  # same token count each
     encs = [fx.tokenize(st_model, [s]) for s in sentences]
     assert len({e["input_ids"].shape for e in encs}) == 1
     ref = st_model.encode(sentences, convert_to_numpy=True)
     for _ in range(3):  # bounded: batching depends on timing, three rounds are plenty
-        inf0, exe0 = _stats(http, "minilm")
+        inf0, exe0 = _stats(server.http_url, "minilm")
         pending = [http.async_infer("minilm", _inputs(httpclient, e)) for e in encs]
         got = np.concatenate([p.get_result().as_numpy("embedding") for p in pending])
         assert np.abs(got - ref).max() <= 1e-5
-        inf1, exe1 = _stats(http, "minilm", at_least=inf0 + len(sentences))
+        inf1, exe1 = _stats(server.http_url, "minilm", at_least=inf0 + len(sentences))
         assert inf1 - inf0 == len(sentences)
         if exe1 - exe0 < inf1 - inf0:
             return
@@ -352,7 +346,7 @@ def test_ragged_requests_share_an_execution(server):
             pending.append(client.async_infer("ragged", [item]))
         for array, p in zip(arrays, pending):
             assert p.get_result().as_numpy("s").tolist() == [[float(array.sum())]]
-        inf1, exe1 = _stats(client, "ragged", at_least=len(arrays))
+        inf1, exe1 = _stats(server.http_url, "ragged", at_least=len(arrays))
         assert inf1 == len(arrays) and exe1 < inf1, "rows of different lengths should have shared an execute()"
     finally:
         client.close()

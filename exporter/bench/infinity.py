@@ -65,7 +65,7 @@ class InfinityClient:
         item = self._call("POST", "/embeddings", body)["data"][0]["embedding"]
         return {outputs[0]: np.frombuffer(base64.b64decode(item), dtype=np.float32)}
 
-    def statistics(self, model: str) -> None:
+    def statistics(self, model: str, at_least: int = 0) -> None:
         return None  # no per-execution batch counts on infinity-emb's side
 
     def _call(self, method: str, path: str, body: dict | None) -> dict:

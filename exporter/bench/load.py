@@ -93,7 +93,7 @@ def served_cell(cell: Cell, url, protocol, model, requests, costs, output, expec
             latencies, done, elapsed, errors = timed_load(url, protocol, model, requests, costs, output,
                                                      cell.concurrency, options)
             cell.client_cpu_cores = (time.process_time() - cpu_before) / elapsed
-            after = admin.statistics(model)
+            after = admin.statistics(model, at_least=before[0] + len(done)) if before else None  # one row each
         executions = after[1] - before[1] if before and after else 0  # infinity-emb reports no batch counts
         cell.server_avg_batch = (after[0] - before[0]) / executions if executions > 0 else None
     except Exception as err:
