@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from exporter.cli import main
-from exporter.soak import MemoryReport, MemorySample, SoakOptions, SoakReport, group_rss_kb, run_soak
+from exporter.soak import SoakOptions, SoakReport, run_soak
+from exporter.triton.memory import MemoryReport, MemorySample, group_rss_kb
 from exporter.triton.process import free_port, group_alive
 from exporter.triton.server import TritonServer
 

@@ -176,3 +176,24 @@ def test_verify_report_counts_requests_and_texts_apart():
     assert "p over http: max_batch_size 0, no dynamic batching: 13 requests (20 texts) in 13 executions" in lines
     data = report.to_dict()["checks"][0]
     assert (data["requests"], data["texts_sent"], data["inferences"], data["executions"]) == (13, 20, 20, 6)
+
+
+def test_readiness_reads_the_repository_index(tmp_path):
+    from exporter.triton.readiness import by_name, expected_models, load_failures, still_loading
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "a" / "1").mkdir()
+    (tmp_path / "a" / "1" / "model.pt").write_bytes(b"x" * 7)
+    (tmp_path / "a" / "config.pbtxt").write_text('name: "a"\nplatform: "pytorch_libtorch"\n')
+    index = [{"name": "a", "version": "1", "state": "UNAVAILABLE", "reason": "failed to load\n\nAt:\n  frame"},
+             {"name": "b", "version": "1", "state": "READY"}, {"name": "d", "version": "1", "state": "LOADING"}]
+    # mode none: every folder is expected, listed or not; explicit: only what was asked for
+    assert expected_models("none", (), index, tmp_path) == ["a", "b", "c", "d"]
+    assert expected_models("explicit", ("b",), index, tmp_path) == ["b"]
+    assert expected_models("explicit", ("*",), index, tmp_path) == ["a", "b", "d"]
+    entries = by_name(index)
+    assert still_loading(["a", "b", "d"], entries) == ["d"]
+    failed = load_failures(["a", "b", "c"], entries, "E1126 model_lifecycle.cc] failed to load 'c': bad\n", tmp_path)
+    assert failed[0] == f"'a' version 1: failed to load (model file {tmp_path / 'a' / '1' / 'model.pt'}, 7 bytes)"
+    assert len(failed) == 2 and failed[1].startswith("'c': ") and "bad" in failed[1]

@@ -21,7 +21,8 @@ from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
 from .hazards import explains_abort, interop_hazards
 from .process import die_with_parent, free_port, signal_name, stop_group
 from .repository_view import RepositoryView, present_repository
-from .server_log import error_lines, first_paragraph, last_lines, model_error_lines
+from .readiness import by_name, expected_models, load_failures, still_loading
+from .server_log import error_lines, last_lines
 from .stubs import StubProcess, StubWatch, describe_lost_stub
 
 # Where the compatibility backend's stub processes keep what NVIDIA's backend keeps process-wide (which model set
@@ -321,36 +322,14 @@ class TritonServer:
             while True:
                 self._check_alive()
                 index = client.get_model_repository_index()
-                expected = self._expected_models(index)
-                by_name: dict[str, list[dict]] = {}
-                for entry in index:
-                    by_name.setdefault(entry.get("name", ""), []).append(entry)
-                loading = [n for n in expected if any(e.get("state") == "LOADING" for e in by_name.get(n, []))]
+                expected = expected_models(self.model_control_mode, self.load_models, index, self.model_repository)
+                entries = by_name(index)
+                loading = still_loading(expected, entries)
                 if not loading:
                     break
                 self._check_deadline(deadline, f"to load {', '.join(loading)}")
                 time.sleep(0.25)
-            log = self.log_text()
-            failed = []
-            for name in expected:
-                entries = by_name.get(name, [])
-                if any(e.get("state") == "READY" for e in entries):
-                    continue
-                reasons = []
-                for e in entries:
-                    if e.get("reason"):
-                        version = f" version {e['version']}" if e.get("version") else ""
-                        reasons.append(f"'{name}'{version}: {first_paragraph(e['reason'])}"
-                                       f"{self._model_file_note(name, e.get('version'))}")
-                if not reasons:
-                    found = model_error_lines(log, name)
-                    if found:
-                        reasons.append(f"'{name}': {found}")
-                    elif not entries:
-                        reasons.append(f"'{name}': not found in the model repository")
-                    else:
-                        reasons.append(f"'{name}': not loaded (state {entries[0].get('state') or 'none'})")
-                failed.extend(reasons)
+            failed = load_failures(expected, entries, self.log_text(), self.model_repository)
             if failed:
                 raise ServerError(
                     "tritonserver failed to load " + "; ".join(failed),
@@ -372,16 +351,6 @@ class TritonServer:
             self._refresh_stubs()
         finally:
             client.close()
-
-    def _expected_models(self, index: list[dict]) -> list[str]:
-        if self.model_control_mode == "explicit" and "*" not in self.load_models:
-            return sorted(set(self.load_models))
-        names = {e["name"] for e in index if e.get("name")}
-        if self.model_control_mode == "explicit":  # --load-model=* loads every folder
-            return sorted(names)
-        # every folder of the repository is a model to Triton, even one it could not list (no version folder)
-        names.update(p.name for p in self.model_repository.iterdir() if p.is_dir() and not p.name.startswith("."))
-        return sorted(names)
 
     def _check_alive(self) -> None:
         if self._proc is None:
@@ -446,14 +415,6 @@ class TritonServer:
 
     def describe_lost_stub(self, stub: StubProcess, ensemble: str | None = None) -> str:
         return describe_lost_stub(stub, ensemble)
-
-    def _model_file_note(self, name: str, version: str | None) -> str:
-        """" (model file PATH, N bytes)", so a load error names the file it read: NVIDIA's backend says only
-        "failed to load model 'x': PytorchStreamReader failed ..."."""
-        from ..repository import model_file
-
-        path = model_file(self.model_repository / name, version)
-        return f" (model file {path}, {path.stat().st_size} bytes)" if path is not None else ""
 
     def _check_deadline(self, deadline: float, what: str) -> None:
         if time.monotonic() > deadline:
