@@ -43,13 +43,26 @@ def _friendly_errors(func):
 
 
 BACKEND_HELP = ("LibTorch backend for pytorch_libtorch models: auto (the server's own libtriton_pytorch.so, else "
-                "NVIDIA's built by `tei-export backend build`, else the compatibility backend), nvidia, or compat "
+                "NVIDIA's built by `tei-export backend build`, else the compatibility backend), nvidia, "
+                "nvidia:BRANCH (a branch built with `backend build --branch BRANCH`, e.g. nvidia:main), or compat "
                 "(default: $TEI_EXPORT_BACKEND, else auto).")
 
 
+def _backend_choice(ctx, param, value):
+    if value is None:
+        return None
+    from .triton.backends import parse_choice
+
+    try:
+        parse_choice(value)
+    except TeiExportError as err:
+        raise click.BadParameter(f"{err.problem}; {err.fix}") from None
+    return value
+
+
 def _backend_option(func):
-    return click.option("--backend", "backend", type=click.Choice(["auto", "nvidia", "compat"]), default=None,
-                        help=BACKEND_HELP)(func)
+    return click.option("--backend", "backend", metavar="auto|nvidia|nvidia:BRANCH|compat", default=None,
+                        callback=_backend_choice, help=BACKEND_HELP)(func)
 
 
 class _PoolingChoice(click.Choice):

@@ -48,3 +48,33 @@ else
   fi
   rm -f "$_log"
 fi
+
+# The newest pytorch_backend (branch main) beside the release one, so the tests check exports on the oldest and the
+# newest backend with one server (`--backend nvidia:main`). Called by the test command only; its sources come from
+# $TEI_EXPORT_NEWEST_BACKEND_SOURCE, else the newest ../shared/vendor/triton-main-* folder; without them the newest
+# backend's tests skip, saying why (under CI with the sources at hand, a failed build fails the set-up).
+build_newest_backend() {
+  if [ -z "${TEI_EXPORT_NEWEST_BACKEND_SOURCE:-}" ]; then
+    local newest
+    newest="$(ls -d "$ROOT"/../shared/vendor/triton-main-* 2>/dev/null | sort | tail -1 || true)"
+    [ -n "$newest" ] || return 0
+    TEI_EXPORT_NEWEST_BACKEND_SOURCE="$(cd "$newest" && pwd)"
+    export TEI_EXPORT_NEWEST_BACKEND_SOURCE
+  fi
+  [ "${TEI_EXPORT_BUILD_BACKEND:-1}" != "0" ] || return 0
+  echo "[set-up] NVIDIA's newest LibTorch backend (branch main, for the tests; built once, a few minutes; then cached)" >&2
+  local log
+  log="$(mktemp)"
+  if ! "$VENV/bin/tei-export" backend build --branch main --source "$TEI_EXPORT_NEWEST_BACKEND_SOURCE" 2>&1 \
+      | tee "$log" | sed -u 's/^/         /' >&2; then
+    local why
+    why="$(grep -E '^error:' "$log" | tail -1 | cut -c1-600)"
+    if [ "${CI:-}" = "true" ]; then
+      echo "error: CI: NVIDIA's newest backend could not be built from $TEI_EXPORT_NEWEST_BACKEND_SOURCE: $why" >&2
+      rm -f "$log"
+      exit 1
+    fi
+    echo "[set-up] NVIDIA's newest backend is not built ($why); its tests skip" >&2
+  fi
+  rm -f "$log"
+}

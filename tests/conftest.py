@@ -73,3 +73,23 @@ def nvidia_backend(binary):
     if os.environ.get("CI") == "true" and source and os.path.isdir(source):
         pytest.fail(f"CI: the set-up had NVIDIA's backend sources ({source}) but no build is usable: {setup.reason}")
     pytest.skip(f"NVIDIA's LibTorch backend is not built here: {setup.reason}")
+
+
+NEWEST_BRANCH = "main"
+
+
+@pytest.fixture(scope="session")
+def newest_backend(binary):
+    """NVIDIA's newest pytorch_backend (branch main) built for the bundled server, beside the release one: the test
+    set-up builds it when its sources are at hand ($TEI_EXPORT_NEWEST_BACKEND_SOURCE, ../shared/vendor/triton-main-*).
+    Without it these tests skip, saying why; under CI with those sources, its absence fails the run."""
+    from exporter.errors import ServerError
+    from exporter.triton.backends import resolve
+
+    try:
+        return resolve(binary, f"nvidia:{NEWEST_BRANCH}")
+    except ServerError as err:
+        source = os.environ.get("TEI_EXPORT_NEWEST_BACKEND_SOURCE", "")
+        if os.environ.get("CI") == "true" and source and os.path.isdir(source):
+            pytest.fail(f"CI: the set-up had the newest backend's sources ({source}) but no build is usable: {err}")
+        pytest.skip(f"NVIDIA's newest backend ({NEWEST_BRANCH}) is not built here: {err}")

@@ -197,3 +197,14 @@ def test_readiness_reads_the_repository_index(tmp_path):
     failed = load_failures(["a", "b", "c"], entries, "E1126 model_lifecycle.cc] failed to load 'c': bad\n", tmp_path)
     assert failed[0] == f"'a' version 1: failed to load (model file {tmp_path / 'a' / '1' / 'model.pt'}, 7 bytes)"
     assert len(failed) == 2 and failed[1].startswith("'c': ") and "bad" in failed[1]
+
+
+def test_backend_choices_name_the_forms_they_accept():
+    from exporter.errors import ServerError
+    from exporter.triton.backends import parse_choice
+
+    assert parse_choice("auto") == ("auto", None)
+    assert parse_choice("nvidia:main") == ("nvidia", "main")
+    for bad in ("compat:main", "nvidia:", "cuda"):
+        with pytest.raises(ServerError, match="nvidia:BRANCH"):
+            parse_choice(bad)

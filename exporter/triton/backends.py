@@ -6,6 +6,9 @@
   for this server and torch (``tei-export backend build``, found in the cache), else tei-export's compatibility
   backend, with the reason printed;
 * ``nvidia``: one of the first two, or an error that says how to build it;
+* ``nvidia:BRANCH``: NVIDIA's backend of that pytorch_backend branch built by ``tei-export backend build --branch
+  BRANCH`` (e.g. ``nvidia:main``, the newest, beside the server's own release), so a repository can be checked on
+  the oldest and the newest backend with one server;
 * ``compat``: the compatibility backend (``compat_backend/model.py``, Python-based, run by the Python backend).
 
 Except for a server's own folder, which is used untouched, the folder is assembled once in the cache: the server's
@@ -41,6 +44,17 @@ NVIDIA_LABEL = "NVIDIA C++ libtriton_pytorch.so"
 CACHE_KIND = "backend-dirs"
 _BUILD_HINT = ("tei-export backend build (sources from --source or $TEI_EXPORT_BACKEND_SOURCE, else a git clone of "
                "the release branch)")
+
+
+def parse_choice(choice: str) -> tuple[str, str | None]:
+    """``auto``/``nvidia``/``compat``/``nvidia:BRANCH`` -> (kind, branch or None), or a ServerError naming the forms."""
+    kind, colon, branch = choice.partition(":")
+    if kind not in CHOICES or (colon and (kind != NVIDIA or not branch.strip())):
+        raise ServerError(f"unknown backend choice '{choice}'",
+                          fix=f"use one of {', '.join(CHOICES)}, or nvidia:BRANCH for a branch built by "
+                              "`tei-export backend build --branch BRANCH`",
+                          where=f"--backend or ${BACKEND_ENV}")
+    return kind, (branch.strip() or None) if colon else None
 
 
 @dataclass(frozen=True)
@@ -175,19 +189,24 @@ def resolve(binary: TritonBinary, choice: str | None = None,
     """What ``choice`` (``auto``, ``nvidia``, ``compat``; default ``$TEI_EXPORT_BACKEND``, else ``auto``) picks for
     ``binary``, without assembling anything: ``backend_dir`` is the server's own folder. See the module docstring."""
     choice = choice or os.environ.get(BACKEND_ENV) or "auto"
-    if choice not in CHOICES:
-        raise ServerError(f"unknown backend choice '{choice}'", fix=f"use one of {', '.join(CHOICES)}",
-                          where=f"--backend or ${BACKEND_ENV}")
+    kind, branch = parse_choice(choice)
     own = binary.backend_dir / "pytorch" / LIBRARY
-    if choice == "compat":
+    if kind == COMPAT:
         return BackendSetup(binary.backend_dir, COMPAT, origin_compat,
                             reason=f"chosen (--backend compat or ${BACKEND_ENV}=compat)")
-    if own.is_file():
+    if own.is_file() and branch is None:
         return BackendSetup(binary.backend_dir, NVIDIA, origin_server, library=own)
-    built: BuiltBackend | None = find_built_backend(binary, cache=build_cache)
+    built: BuiltBackend | None = find_built_backend(binary, branch=branch, cache=build_cache)
     if built is not None:
         return BackendSetup(binary.backend_dir, NVIDIA, origin_built, library=built.library, branch=built.branch)
     torch_version = installed_libtorch().version
+    if branch is not None:
+        raise ServerError(
+            f"no build of NVIDIA's pytorch_backend {branch} for tritonserver {binary.version} and torch "
+            f"{torch_version} is in the cache",
+            fix=f"run tei-export backend build --branch {branch} (with --source for offline sources), or choose "
+                "--backend nvidia for the server's own release",
+            where=f"--backend {choice}")
     if choice == "nvidia":
         raise ServerError(
             f"NVIDIA's LibTorch backend is not available: tritonserver {binary.version} has no {LIBRARY} and none "
