@@ -12,8 +12,8 @@ import click
 from . import __version__
 # Only light modules at the top: `tei-export --help` must not load torch (seconds); commands import the library.
 from .errors import ParityError, TeiExportError
-from .batching import BATCHING_MODES, DEFAULT_TOKEN_BUDGET
-from .pooling import POOLING_MODES, canonical_pooling
+from .export.batching import BATCHING_MODES, DEFAULT_TOKEN_BUDGET
+from .export.pooling import POOLING_MODES, canonical_pooling
 
 
 def _progress_printer(enabled: bool):
@@ -144,7 +144,7 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
 
     MODEL is a hub id or a local folder. Writes model.pt (or with --format pt2: model.pt2) and config.pbtxt after
     checking the export against sentence-transformers; nothing is written when the check fails."""
-    from .export import ExportOptions, export_model
+    from .export.pipeline import ExportOptions, export_model
 
     options = ExportOptions(
         out=out, name=name, version=version, force=force, pooling=pooling, normalize=normalize,
@@ -240,8 +240,8 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
     """Check Triton's embeddings against sentence-transformers.
 
     Compares what Triton returns for every exported model in REPOSITORY with eager sentence-transformers."""
+    from .checks.verify import verify_repository
     from .errors import VerificationError
-    from .verify import verify_repository
 
     if protocol is None:
         protocol = "grpc" if url else "both"
@@ -368,8 +368,8 @@ def check_libtorch_cmd(model_dir, as_json):
     Loads MODEL_DIR's model.pt in a small C++ LibTorch program (no Python) and compares with eager."""
     from dataclasses import asdict
 
+    from .checks.libtorch_check import check_libtorch
     from .errors import VerificationError
-    from .libtorch_check import check_libtorch
 
     report = check_libtorch(model_dir)
     if as_json:
@@ -512,8 +512,8 @@ def soak(repository, model, requests, concurrency, protocol, max_seconds, url, b
     Sends --requests real texts at --concurrency over HTTP and gRPC, compares every answer with sentence-transformers,
     samples the server's RSS and fails on any failed request or answer, or on memory growth of 5 % or more after
     warm-up."""
+    from .checks.soak import SoakOptions, run_soak
     from .errors import VerificationError
-    from .soak import SoakOptions, run_soak
 
     if protocol is None:
         protocol = "grpc" if url else "both"

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, RepositoryError
-from .pt2 import PT2_MIN_TRITON, PT2_PLATFORM
-from .repository import models
-from .triton_config import TORCH_PLATFORMS, _template, read_config
+from .export.pt2 import PT2_MIN_TRITON, PT2_PLATFORM
+from .export.repository import models
+from .export.triton_config import TORCH_PLATFORMS, _template, read_config
 
 # The default image. The torch_aoti platform (model.pt2) needs 26.03 or newer, so nothing older is the default.
 TRITON_IMAGE_TAG = PT2_MIN_TRITON

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .pt2 import ordinal
+from .export.pt2 import ordinal
 
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
 

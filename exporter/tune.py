@@ -144,7 +144,7 @@ def rewrite_config(text: str, trial: Trial, name: str | None = None) -> str:
     """``text`` (a config.pbtxt) with the trial's settings, via Triton's ModelConfig protobuf."""
     from google.protobuf import text_format
 
-    from .triton_config import parse_pbtxt
+    from .export.triton_config import parse_pbtxt
 
     config = parse_pbtxt(text)
     if name is not None:
@@ -184,10 +184,10 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
     from .bench.load import send_all, timed_load
     from .bench.measure import parity_of, percentiles
     from .bench.workloads import build_workloads
-    from .parity import tolerance_for
-    from .triton.server import TritonServer
+    from .checks.parity import tolerance_for
+    from .checks.verify import exported_models, reference_for
     from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
-    from .verify import exported_models, reference_for
+    from .triton.server import TritonServer
 
     options.validate()
     say = progress or (lambda _m: None)

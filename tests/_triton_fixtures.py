@@ -289,7 +289,7 @@ def commit_when_released(repo: str, name: str, label: str, force: bool, barrier,
     """Stage version 1 of ``name`` marked ``label`` (in its config and its version folder), wait for ``barrier``,
     then commit: run in several processes at once, the commits race. Puts (label, "ok" or the error) on
     ``results``."""
-    from exporter.repository import VersionTarget, staged_version
+    from exporter.export.repository import VersionTarget, staged_version
 
     try:
         with staged_version(VersionTarget(Path(repo), name, 1), force) as staging:

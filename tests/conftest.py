@@ -18,7 +18,7 @@ def minilm() -> str:
 @pytest.fixture(scope="session")
 def minilm_export(tmp_path_factory, minilm):
     """all-MiniLM-L6-v2 (real weights) exported once for the session into its own repository."""
-    from exporter.export import ExportOptions, export_model
+    from exporter.export.pipeline import ExportOptions, export_model
 
     repo = tmp_path_factory.mktemp("repo_minilm")
     return export_model(minilm, ExportOptions(out=repo, name="minilm", max_batch_size=16))
@@ -33,7 +33,7 @@ def bge_like(tmp_path_factory) -> str:
 def minilm_pt2_export(tmp_path_factory):
     """all-MiniLM-L6-v2 exported once as model.pt2 (torch.export + AOTInductor, platform torch_aoti).
     It takes the path itself, not the ``minilm`` fixture, which some modules redefine."""
-    from exporter.export import ExportOptions, export_model
+    from exporter.export.pipeline import ExportOptions, export_model
 
     repo = tmp_path_factory.mktemp("repo_minilm_pt2")
     return export_model(minilm_path(), ExportOptions(out=repo, name="minilm_pt2", format="pt2", max_batch_size=16))

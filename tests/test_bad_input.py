@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 from model_factory import random_model
 
-from exporter import export as export_mod
+from exporter.export import pipeline as export_mod
 from exporter.cli import main
 from exporter.errors import ParityError, TeiExportError
-from exporter.export import ExportOptions, export_model
-from exporter.parity import Tolerance
-from exporter.repository import STAGING_PREFIX
+from exporter.export.pipeline import ExportOptions, export_model
+from exporter.checks.parity import Tolerance
+from exporter.export.repository import STAGING_PREFIX
 
 
 def _tree(path):

@@ -30,7 +30,7 @@ def quick_run(minilm_export, minilm, tmp_path_factory):
     # the session's MiniLM export, and a ragged export of the same source beside it (served as triton_grpc_ragged)
     import shutil
 
-    from exporter.export import ExportOptions, export_model
+    from exporter.export.pipeline import ExportOptions, export_model
 
     repo = tmp_path_factory.mktemp("bench_repo")
     shutil.copytree(minilm_export.target.model_dir, repo / minilm_export.target.name)
@@ -189,7 +189,7 @@ def test_infinity_that_cannot_start_says_why(tmp_path):
 
 # --- tune: the bounded sweep of serving settings (same harness, fresh server per trial) -------------------------
 def test_rewrite_config_changes_only_the_tuned_fields(minilm_export):
-    from exporter.triton_config import parse_pbtxt
+    from exporter.export.triton_config import parse_pbtxt
     from exporter.tune import Trial, rewrite_config
 
     original = (minilm_export.target.model_dir / "config.pbtxt").read_text()

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from exporter.errors import ParityError
-from exporter.export import ExportOptions, cpu_bf16_warning, export_model
-from exporter.parity import tolerance_for
+from exporter.export.pipeline import ExportOptions, cpu_bf16_warning, export_model
+from exporter.checks.parity import tolerance_for
 
 
 def _export(minilm, out, progress=None):
@@ -74,7 +74,7 @@ def test_bf16_warning_follows_cpuinfo(tmp_path):
 
 def test_bf16_warning_reaches_progress_and_never_fails(tmp_path, minilm, monkeypatch):
     """On a CPU without bf16 the export goes on (no error from the warning) and says so through progress."""
-    import exporter.export as export_mod
+    import exporter.export.pipeline as export_mod
 
     monkeypatch.setattr(export_mod, "cpu_bf16_warning", lambda device="cpu": "no native bf16 (test)")
     lines: list[str] = []

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from model_factory import random_model
 
 from exporter.cli import main
-from exporter.pooling import POOLING_MODES
+from exporter.export.pooling import POOLING_MODES
 from exporter.quiet import QUIET_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parent.parent

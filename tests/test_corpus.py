@@ -8,7 +8,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from exporter.corpus import (  # noqa: E402
+from exporter.checks.corpus import (  # noqa: E402
     KINDS,
     MAX_WORDS,
     MIN_WORDS,

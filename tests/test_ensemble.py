@@ -12,13 +12,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from exporter.corpus import build_corpus  # noqa: E402
+from exporter.checks.corpus import build_corpus  # noqa: E402
 from exporter.errors import ServerError  # noqa: E402
-from exporter.export import ExportOptions, export_model  # noqa: E402
+from exporter.export.pipeline import ExportOptions, export_model  # noqa: E402
 from exporter.triton.binary import find_tritonserver  # noqa: E402
 from exporter.triton.server import TritonServer  # noqa: E402
-from exporter.text_models import bucket_sizes, ensemble_config, tokenizer_config  # noqa: E402
-from exporter.triton_config import parse_pbtxt  # noqa: E402
+from exporter.export.text_models import bucket_sizes, ensemble_config, tokenizer_config  # noqa: E402
+from exporter.export.triton_config import parse_pbtxt  # noqa: E402
 from exporter.triton_client import TritonClient  # noqa: E402
 
 httpclient = pytest.importorskip("tritonclient.http")
@@ -159,7 +159,7 @@ def test_empty_string_gets_the_embedding_encode_gives_it(server, st_model):
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_verify_adds_text_check(server, exported, protocol):
-    from exporter.verify import Run, verify_repository
+    from exporter.checks.verify import Run, verify_repository
 
     url = server.http_url if protocol == "http" else server.grpc_url
     report = verify_repository(exported[0], url=url, protocols=(protocol,), corpus_size=12,

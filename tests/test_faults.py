@@ -21,11 +21,11 @@ import pytest
 
 import _triton_fixtures as fx
 from exporter.errors import ServerError
-from exporter.export import ExportOptions, export_model
+from exporter.export.pipeline import ExportOptions, export_model
 from exporter.triton.stubs import stub_processes
 from exporter.triton.server import TritonServer
 from exporter.triton.server_log import error_summary
-from exporter.verify import verify_repository
+from exporter.checks.verify import verify_repository
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")

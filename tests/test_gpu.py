@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import _triton_fixtures as fx
-from exporter.export import ExportOptions, export_model
-from exporter.triton_config import read_config
+from exporter.export.pipeline import ExportOptions, export_model
+from exporter.export.triton_config import read_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU and a CUDA build of torch (none on this machine)")
@@ -49,7 +49,7 @@ def test_pt2_on_gpu(tmp_path, minilm):
 
 
 def test_served_on_gpu_instances(tmp_path, minilm):
-    from exporter.verify import verify_repository
+    from exporter.checks.verify import verify_repository
 
     export_model(minilm, ExportOptions(out=tmp_path / "repo", name="m", device="cuda", dtype="float16",
                                        max_batch_size=8))
@@ -59,7 +59,7 @@ def test_served_on_gpu_instances(tmp_path, minilm):
 
 def test_ragged_on_gpu(tmp_path, minilm):
     """On a KIND_GPU instance the backend passes the flat ids and the offsets on the GPU; the rows stay there."""
-    from exporter.ragged import pack
+    from exporter.export.ragged import pack
 
     result = export_model(minilm, ExportOptions(out=tmp_path, name="m", device="cuda", dtype="float16",
                                                 batching="ragged", max_batch_size=8))

@@ -16,7 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from exporter.errors import TeiExportError  # noqa: E402
 from exporter.libtorch import find_compiler  # noqa: E402
-from exporter.libtorch_check import (  # noqa: E402
+from exporter.checks.libtorch_check import (  # noqa: E402
     LibtorchRunError,
     build_checker,
     cached_checker,
@@ -155,7 +155,7 @@ def test_build_checker_compiles_once_and_caches(checker, cache_dir, monkeypatch)
     assert checker.parent == cache_dir
     assert cached_checker(cache_dir) == checker
     # A second build must not compile: make any compiler call fail loudly.
-    monkeypatch.setattr("exporter.libtorch_check.subprocess.run",
+    monkeypatch.setattr("exporter.checks.libtorch_check.subprocess.run",
                         lambda *a, **k: pytest.fail("build_checker compiled again"))  # fmt: skip
     assert build_checker(cache_dir) == checker
     # The cache location follows $TEI_EXPORT_CACHE when no folder is given.
@@ -342,7 +342,7 @@ def test_pt2_inputs_go_by_ordinal_not_config_order(checker, cache_dir, minilm_pt
 @needs_compiler
 def test_pt2_in_cpp_matches_the_python_aoti_loader(checker, minilm_pt2):
     """The C++ run() on shuffled config order gives what torch._inductor's Python loader gives on the same package."""
-    from exporter.pt2 import load_pt2
+    from exporter.export.pt2 import load_pt2
 
     rng = np.random.default_rng(0)
     cases = []
@@ -380,7 +380,7 @@ def test_pt2_inputs_must_be_ordinals_that_fit(checker, minilm_pt2):
 @needs_compiler
 def test_a_pt2_holding_another_models_package_fails(checker, cache_dir, minilm, minilm_pt2, tmp_path):
     """Same signature, same output shape, other numbers: the comparison with eager must catch it."""
-    from exporter.pt2 import export_pt2
+    from exporter.export.pt2 import export_pt2
 
     _, st, _ = minilm
     repo = pt2_copy(minilm_pt2, tmp_path, "swapped")
@@ -515,7 +515,7 @@ def test_broken_repository_raises_with_where(tmp_path):
 @needs_compiler
 def test_check_libtorch_on_a_real_export(checker, cache_dir, minilm, tmp_path):
     """The exporter's own output: int32 token ids and a second (token embeddings) output, i.e. a tuple."""
-    from exporter.export import ExportOptions, export_model
+    from exporter.export.pipeline import ExportOptions, export_model
 
     path, _, _ = minilm
     result = export_model(path, ExportOptions(out=tmp_path, name="minilm_export", int32=True, token_embeddings=True))

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import _triton_fixtures as fx
-from exporter.export import ExportOptions, export_model
+from exporter.export.pipeline import ExportOptions, export_model
 from exporter.tokens import encode_batch, load_tokenizer
 from exporter.triton.server import TritonServer
 from exporter.triton_client import TritonClient
-from exporter.verify import verify_repository
+from exporter.checks.verify import verify_repository
 
 NEWEST = "nvidia:main"  # the branch the test set-up builds (see the newest_backend fixture)
 

@@ -12,14 +12,14 @@ from click.testing import CliRunner
 import _triton_fixtures as fx
 from exporter.cli import main
 from exporter.errors import UnsupportedModelError
-from exporter.export import ExportOptions, export_model
-from exporter.pt2 import PT2_FILENAME, load_pt2
+from exporter.export.pipeline import ExportOptions, export_model
+from exporter.export.pt2 import PT2_FILENAME, load_pt2
 from exporter.triton.backends import COMPAT_BACKEND_NAME
 from exporter.triton.repository_view import legacy_config_text, present_repository
 from exporter.triton.server import TritonServer
 from exporter.tokens import encode_batch, feature_names, load_tokenizer
-from exporter.triton_config import read_config
-from exporter.verify import verify_repository
+from exporter.export.triton_config import read_config
+from exporter.checks.verify import verify_repository
 
 TEXTS = ["Ahead-of-time compiled embeddings.", "A", "A longer sentence, so that this batch needs some padding."]
 
@@ -76,7 +76,7 @@ def test_feature_names_map_ordinals_to_the_models_inputs():
 
 def test_legacy_view_of_a_torch_aoti_config(minilm_pt2_export, minilm_export):
     text = legacy_config_text(minilm_pt2_export.target.model_dir / "config.pbtxt", COMPAT_BACKEND_NAME)
-    from exporter.triton_config import parse_pbtxt
+    from exporter.export.triton_config import parse_pbtxt
 
     cfg = parse_pbtxt(text)
     assert (cfg.platform, cfg.backend, cfg.default_model_filename) == ("", COMPAT_BACKEND_NAME, "model.pt2")

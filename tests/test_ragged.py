@@ -16,14 +16,14 @@ from click.testing import CliRunner
 from model_factory import random_model
 
 from exporter.cli import main
-from exporter.corpus import build_corpus
+from exporter.checks.corpus import build_corpus
 from exporter.errors import ConfigError, UnsupportedModelError
-from exporter.export import ExportOptions, export_model
-from exporter.metadata import ExportMetadata
-from exporter.pooling import POOLING_MODES
-from exporter.batching import DEFAULT_TOKEN_BUDGET
-from exporter.ragged import pack
-from exporter.triton_config import BatchInput, TensorConfig, TritonModelConfig, Warmup, read_config
+from exporter.export.pipeline import ExportOptions, export_model
+from exporter.export.metadata import ExportMetadata
+from exporter.export.pooling import POOLING_MODES
+from exporter.export.batching import DEFAULT_TOKEN_BUDGET
+from exporter.export.ragged import pack
+from exporter.export.triton_config import BatchInput, TensorConfig, TritonModelConfig, Warmup, read_config
 
 BUDGET = 256  # small, so that a couple of dozen sentences already need several encoder calls
 
@@ -129,7 +129,7 @@ def test_metadata_records_ragged(ragged):
 
 
 def test_libtorch_check_skips_a_ragged_model_saying_why(ragged):
-    from exporter.libtorch_check import check_libtorch
+    from exporter.checks.libtorch_check import check_libtorch
 
     report = check_libtorch(ragged.target.model_dir)
     assert report.skipped and not report.ok and "ragged" in report.skip_reason
@@ -266,7 +266,7 @@ def test_config_validation_names_the_ragged_field(changes, field, fix):
 def test_rendered_ragged_config_round_trips():
     from tritonclient.grpc import model_config_pb2 as pb
 
-    from exporter.triton_config import parse_pbtxt
+    from exporter.export.triton_config import parse_pbtxt
 
     cfg = parse_pbtxt(_config().render())
     assert cfg.input[0].allow_ragged_batch and cfg.batch_input[0].kind == pb.BatchInput.BATCH_ACCUMULATED_ELEMENT_COUNT

@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from exporter.export import ExportOptions, export_model
+from exporter.export.pipeline import ExportOptions, export_model
 from exporter.tokens import encode_batch, load_tokenizer
 from exporter.triton.server import TritonServer
 from exporter.triton_client import TritonClient
-from exporter.verify import RAGGED_RUNS, verify_repository
+from exporter.checks.verify import RAGGED_RUNS, verify_repository
 
 BACKENDS = ("nvidia", "compat")
 
@@ -28,7 +28,7 @@ def ragged_repo(minilm, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def texts(st_model):
-    from exporter.corpus import build_corpus
+    from exporter.checks.corpus import build_corpus
 
     return [i.text for i in build_corpus(24, tokenizer=st_model.tokenizer, max_seq_len=st_model.max_seq_length)]
 

@@ -2,7 +2,7 @@
 
 The server runs with the backend ``auto`` picks: NVIDIA's libtriton_pytorch.so built by the set-up (``tei-export
 backend build``), else the compatibility backend. One server per module serves all-MiniLM-L6-v2 (exported by
-exporter.export, the session's ``minilm_export``) and a few tiny scripted models; short-lived servers check that a
+exporter.export.pipeline, the session's ``minilm_export``) and a few tiny scripted models; short-lived servers check that a
 broken model makes TritonServer raise with the server's load error. tests/test_differential.py runs the same kind of
 cases on both backends side by side.
 """

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from exporter.cli import main
-from exporter.soak import SoakOptions, SoakReport, run_soak
+from exporter.checks.soak import SoakOptions, SoakReport, run_soak
 from exporter.triton.memory import MemoryReport, MemorySample, group_rss_kb
 from exporter.triton.process import free_port, group_alive
 from exporter.triton.server import TritonServer
@@ -35,7 +35,7 @@ def _memory(rss_mb: list[float], answered: list[int], warmup: int) -> MemoryRepo
 
 
 def _report(memory: MemoryReport, sent: int = 10) -> SoakReport:
-    from exporter.soak import ProtocolResult
+    from exporter.checks.soak import ProtocolResult
 
     return SoakReport(options={"requests": sent, "max_seconds": 60, "concurrency": 4, "protocols": ["grpc"],
                                "warmup_fraction": 0.1}, model="m", server="s", server_version="v", served_by="b",

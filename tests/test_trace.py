@@ -12,10 +12,10 @@ from model_factory import random_model
 
 from exporter import __version__
 from exporter.cli import main
-from exporter.export import ExportOptions, export_model
-from exporter.metadata import ExportMetadata
-from exporter.spec import source_label
-from exporter.triton_config import read_config
+from exporter.export.pipeline import ExportOptions, export_model
+from exporter.export.metadata import ExportMetadata
+from exporter.export.spec import source_label
+from exporter.export.triton_config import read_config
 
 SENTENCES = ["Triton serves TorchScript models.", "A short one.",
              "Embeddings map text to vectors so that similar meanings end up close together in the space."]

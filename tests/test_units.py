@@ -12,10 +12,10 @@ import torch
 from model_factory import random_model
 
 from exporter.errors import ConfigError
-from exporter.parity import compare
-from exporter.pooling import POOLING_MODES, pool
-from exporter.spec import SpecOverrides, read_spec
-from exporter.triton_config import DynamicBatching, TensorConfig, TritonModelConfig, parse_pbtxt
+from exporter.checks.parity import compare
+from exporter.export.pooling import POOLING_MODES, pool
+from exporter.export.spec import SpecOverrides, read_spec
+from exporter.export.triton_config import DynamicBatching, TensorConfig, TritonModelConfig, parse_pbtxt
 
 
 @pytest.mark.parametrize("mode", POOLING_MODES)
@@ -106,12 +106,12 @@ def test_wheel_contains_templates_and_backend(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "exporter/templates/config.pbtxt.j2" in names
     assert "exporter/triton/compat_backend/model.py" in names
-    assert "exporter/cpp/libtorch_check.cpp" in names
-    assert "exporter/cli.py" in names
+    assert "exporter/checks/cpp/libtorch_check.cpp" in names
+    assert {"exporter/cli.py", "exporter/export/pipeline.py", "exporter/checks/verify.py"} <= names
 
 
 def test_tolerance_by_precision_and_device():
-    from exporter.parity import tolerance_for
+    from exporter.checks.parity import tolerance_for
 
     assert tolerance_for("float32", "cuda") == tolerance_for("float32") and tolerance_for("float32").max_abs == 1e-5
     assert tolerance_for("bfloat16").min_cosine == 0.9999  # CPU bf16 export keeps its tighter bound
@@ -141,7 +141,7 @@ def test_error_text_never_doubles_a_period():
 def test_hub_failures_say_which_step_failed():
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
-    from exporter.spec import hub_error
+    from exporter.export.spec import hub_error
 
     def chained(err, cause):
         err.__cause__ = cause
@@ -161,7 +161,7 @@ def test_hub_failures_say_which_step_failed():
 
 
 def test_verify_report_counts_requests_and_texts_apart():
-    from exporter.verify import ModelCheck, RunResult, VerifyReport
+    from exporter.checks.verify import ModelCheck, RunResult, VerifyReport
 
     # 10 texts sent as 10 requests of 1 and as 3 requests of 4: Triton counts 20 inferences (texts) for a batching
     # model, and one per request for max_batch_size 0.
@@ -208,3 +208,24 @@ def test_backend_choices_name_the_forms_they_accept():
     for bad in ("compat:main", "nvidia:", "cuda"):
         with pytest.raises(ServerError, match="nvidia:BRANCH"):
             parse_choice(bad)
+
+
+def test_a_failing_verify_run_names_the_text_that_differed_most():
+    import time
+
+    import numpy as np
+
+    from exporter.checks.corpus import KINDS, CorpusItem
+    from exporter.checks.parity import tolerance_for
+    from exporter.checks.verify import ModelCheck, _record_run
+
+    items = [CorpusItem(f"text {i}", KINDS[0]) for i in range(3)]
+    expected = np.eye(3, dtype=np.float32)
+    check = ModelCheck("m", "http", texts=3)
+    _record_run(check, "batch 2", 2, items, expected, expected.copy(), tolerance_for("float32"), time.monotonic())
+    assert check.runs[0].passed and check.worst_text is None
+    got = expected.copy()
+    got[1] = [0.0, 0.6, 0.8]  # a different unit vector
+    _record_run(check, "batch 1", 1, items, expected, got, tolerance_for("float32"), time.monotonic())
+    assert not check.runs[1].passed and check.runs[1].requests == 3
+    assert check.worst_text == f"{KINDS[0]}: 'text 1'"

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 from exporter.cli import main
 from exporter.errors import VerificationError
-from exporter.export import ExportOptions, export_model
+from exporter.export.pipeline import ExportOptions, export_model
 from exporter.libtorch import find_compiler
 from exporter.triton.server import TritonServer
-from exporter.verify import Run, verify_repository
+from exporter.checks.verify import Run, verify_repository
 
 RUNS = (Run(1, 1), Run(8, 1), Run(1, 6))
 

@@ -10,7 +10,7 @@ import torch
 
 def sibling_export(repo: Path, meta, dtype: str, fmt: str, batching: str = "padded"):
     """An export in ``repo`` of the same source in ``dtype``, format ``fmt`` and ``batching``, or None."""
-    from ..verify import exported_models
+    from ..checks.verify import exported_models
 
     return next((m for m in exported_models(repo) if m.metadata.source_path == meta.source_path
                  and m.metadata.dtype == dtype and m.metadata.format == fmt and m.metadata.batching == batching),
@@ -19,7 +19,7 @@ def sibling_export(repo: Path, meta, dtype: str, fmt: str, batching: str = "padd
 
 def pt2_module(repo: Path, meta, wrapper, spec, example, scratch: Path):
     """The repository's fp32 pt2 export of the same source if there is one, else one compiled here (same recipe)."""
-    from ..pt2 import PT2_FILENAME, export_pt2, load_pt2
+    from ..export.pt2 import PT2_FILENAME, export_pt2, load_pt2
 
     found = sibling_export(repo, meta, "float32", "pt2")
     if found is not None:
@@ -31,10 +31,10 @@ def pt2_module(repo: Path, meta, wrapper, spec, example, scratch: Path):
 
 def bf16_module(repo: Path, meta, reference, spec, example):
     """The repository's bf16 export of the same source if there is one, else one traced here (same recipe)."""
-    from ..export import DTYPES
-    from ..reference import encoder_of
-    from ..tracing import trace
-    from ..wrapper import build_wrapper
+    from ..export.pipeline import DTYPES
+    from ..export.reference import encoder_of
+    from ..export.tracing import trace
+    from ..export.wrapper import build_wrapper
 
     found = sibling_export(repo, meta, "bfloat16", "torchscript")
     if found is not None:

@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..corpus import count_tokens
+from ..checks.corpus import count_tokens
+from ..checks.parity import tolerance_for
 from ..errors import ServerError, first_line
-from ..parity import tolerance_for
 from .load import served_cell
 from .modes import INFINITY
 from .report import Cell, ModeInfo, cell_line, say
-
 
 OPENAI = "openai"  # the "protocol" of infinity-emb's cells: POST /embeddings, OpenAI-style
 INFINITY_ENV = "TEI_EXPORT_INFINITY"
@@ -183,7 +182,7 @@ class InfinityServer:
 def measure_infinity(report, options, target, tokenizer, workloads, expected, flop, peak, progress) -> None:
     """infinity-emb on the eager reference's model folder: the concurrency sweep of Triton's cells, same texts,
     same bounded load generator, one text per request, parity against the same rows."""
-    from ..triton_config import read_config
+    from ..export.triton_config import read_config
 
     meta = target.metadata
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import torch
 
-from ..parity import Tolerance, compare
+from ..checks.parity import Tolerance, compare
 from .machine import FlopModel
 from .options import BenchOptions
 from .report import Cell, Parity

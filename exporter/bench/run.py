@@ -9,14 +9,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..corpus import count_tokens
+from ..checks.corpus import count_tokens
+from ..checks.parity import tolerance_for
 from ..errors import TeiExportError, first_line
-from ..parity import tolerance_for
 from .in_process import bf16_module, pt2_module
 from .infinity import measure_infinity
 from .machine import FlopModel, machine_info
 from .measure import measure_encode, measure_in_process
-from .modes import (COMPAT_SUFFIX, EAGER, ORT_FP32, PT2_FP32, SERVER_MODES, ST_ENCODE, TS_BF16, TS_FP32)
+from .modes import COMPAT_SUFFIX, EAGER, ORT_FP32, PT2_FP32, SERVER_MODES, ST_ENCODE, TS_BF16, TS_FP32
 from .options import BenchOptions
 from .report import BenchReport, Cell, ModeInfo, Progress, cell_line, fill_ratios, say, targets_of
 from .served import serve_and_measure, served_backends
@@ -25,12 +25,12 @@ from .workloads import build_workloads, token_batches
 
 def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchReport:
     """Measure every mode for ``options.model`` of ``options.repository``; see the module docstring."""
-    from ..reference import encoder_of
-    from ..spec import SpecOverrides, read_spec
+    from ..checks.verify import exported_models, reference_for
+    from ..export.reference import encoder_of
+    from ..export.spec import SpecOverrides, read_spec
+    from ..export.tracing import make_inputs, shape_cases
+    from ..export.wrapper import build_wrapper
     from ..tokens import load_tokenizer
-    from ..tracing import make_inputs, shape_cases
-    from ..verify import exported_models, reference_for
-    from ..wrapper import build_wrapper
 
     options.validate()
     repo = Path(options.repository)
@@ -105,7 +105,7 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
         report.modes.append(ModeInfo(PT2_FP32, "not measured: --no-pt2"))
     if options.onnx:
         try:
-            from ..onnx_export import OnnxRuntimeModel, export_onnx
+            from ..export.onnx_export import OnnxRuntimeModel, export_onnx
 
             say(progress, "exporting the same wrapper to ONNX")
             path = export_onnx(wrapper, example, Path(scratch.name) / "model.onnx")

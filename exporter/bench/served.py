@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 
+from ..checks.parity import tolerance_for
 from ..errors import ServerError, TeiExportError, first_line
-from ..parity import tolerance_for
 from ..tokens import encode_batch
 from .load import served_cell, text_request
 from .modes import GRPC, GRPC_RAGGED, HTTP, TEXT_GRPC
@@ -31,7 +31,6 @@ def serve_and_measure(report, options, repo, target, tokenizer, workloads, expec
                        backend: str = "compat", suffix: str = ""):
     from ..triton.server import TritonServer
     from ..triton_client import TritonClient
-
     from .in_process import sibling_export
 
     grpc_mode, http_mode, text_mode = GRPC + suffix, HTTP + suffix, TEXT_GRPC + suffix

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..corpus import build_corpus, count_tokens, docstring_items, stdlib_sentences
+from ..checks.corpus import build_corpus, count_tokens, docstring_items, stdlib_sentences
 from ..tokens import encode_batch
 from .options import BenchOptions
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..repository import models
-from ..triton_config import read_config
+from ..export.repository import models
+from ..export.triton_config import read_config
 
 INTEROP = "INTER_OP_THREAD_COUNT"
 _ABORT = "cannot set number of interop threads"

@@ -35,7 +35,7 @@ def still_loading(expected: Sequence[str], entries: dict[str, list[dict]]) -> li
 def model_file_note(repository: Path, name: str, version: str | None) -> str:
     """" (model file PATH, N bytes)", so a load error names the file it read: NVIDIA's backend says only
     "failed to load model 'x': PytorchStreamReader failed ..."."""
-    from ..repository import model_file
+    from ..export.repository import model_file
 
     path = model_file(repository / name, version)
     return f" (model file {path}, {path.stat().st_size} bytes)" if path is not None else ""

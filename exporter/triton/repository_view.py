@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..pt2 import PT2_FILENAME, PT2_MIN_TRITON, PT2_PLATFORM
-from ..repository import models
-from ..triton_config import read_config
+from ..export.pt2 import PT2_FILENAME, PT2_MIN_TRITON, PT2_PLATFORM
+from ..export.repository import models
+from ..export.triton_config import read_config
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BackendBuildError, ConfigError
-from ..repository import models
-from ..triton_config import read_config
+from ..export.repository import models
+from ..export.triton_config import read_config
 from .backend_build import cached_builds
 from .backend_source import SOURCE_ENV
 from .backends import COMPAT_BACKEND_NAME, BackendSetup, resolve

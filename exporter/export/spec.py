@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ModelSourceError, UnsupportedModelError, first_line
 from .architectures import Architecture, architecture_for
-from .errors import ModelSourceError, UnsupportedModelError, first_line
 from .pooling import POOLING_MODES, canonical_pooling
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -3,7 +3,7 @@
 * ``padded``: a request is a padded ``[batch, length]`` batch with its attention mask; Triton's dynamic batcher
   merges only requests of equal length.
 * ``ragged``: a request is one text ``[1, length]``; Triton merges any lengths into one flat tensor plus each
-  request's end offset (see :mod:`exporter.ragged`).
+  request's end offset (see :mod:`exporter.export.ragged`).
 """
 BATCHING_MODES = ("padded", "ragged")
 OFFSETS_INPUT = "offsets"  # forward() argument and batch_input target_name

@@ -17,16 +17,16 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import VerificationError, first_line
+from ..export.metadata import ExportMetadata
+from ..export.repository import METADATA_FILE, latest_version_dir, models
+from ..tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
+from ..triton.backends import NVIDIA_LABEL, served_by
+from ..triton.hazards import interop_hazards
+from ..triton.server_log import error_summary, lost_stub_message, unhealthy_stub
+from ..triton_client import PROTOCOLS, ServedModel, TritonClient
 from .corpus import CorpusItem, build_corpus
-from .errors import VerificationError, first_line
-from .metadata import ExportMetadata
-from .parity import compare, tolerance_for
-from .repository import METADATA_FILE, latest_version_dir, models
-from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
-from .triton.backends import NVIDIA_LABEL, served_by
-from .triton.hazards import interop_hazards
-from .triton.server_log import error_summary, lost_stub_message, unhealthy_stub
-from .triton_client import PROTOCOLS, ServedModel, TritonClient
+from .parity import Tolerance, compare, tolerance_for
 
 Progress = Callable[[str], None]
 
@@ -186,8 +186,8 @@ def exported_models(repo: Path, names: list[str] | None = None) -> list[Exported
 
 def reference_for(meta: ExportMetadata):
     """The eager sentence-transformers model with the exported semantics (pooling, normalize, max length)."""
-    from .reference import load_reference
-    from .spec import SpecOverrides, read_spec
+    from ..export.reference import load_reference
+    from ..export.spec import SpecOverrides, read_spec
 
     source = meta.source_path if Path(meta.source_path).is_dir() else meta.source
     spec = read_spec(source, SpecOverrides(meta.pooling, meta.normalize, meta.max_seq_len), revision=meta.revision)
@@ -255,6 +255,17 @@ def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], to
     return np.concatenate(parts, axis=0)
 
 
+def _record_run(check: ModelCheck, label: str, batch: int, items: list[CorpusItem], expected: np.ndarray,
+                got: np.ndarray, tolerance: Tolerance, started: float) -> None:
+    """One run's result on ``check``; the first failing run names the text that differed most."""
+    max_abs, min_cos = compare(expected, got)
+    check.runs.append(RunResult(label, -(-len(items) // batch), len(items), max_abs, min_cos,
+                                tolerance.accepts(max_abs, min_cos), time.monotonic() - started))
+    if not check.runs[-1].passed and check.worst_text is None:
+        worst = int(np.abs(np.asarray(got, np.float64) - expected).max(axis=1).argmax())
+        check.worst_text = f"{items[worst].kind}: {items[worst].text[:80]!r}"
+
+
 def verify_model(url: str, protocol: str, model: ExportedModel, items: list[CorpusItem], expected: np.ndarray,
                  tokenizer, runs=DEFAULT_RUNS, timeout_s: float = 120.0,
                  nvidia_label: str = NVIDIA_LABEL) -> ModelCheck:
@@ -274,13 +285,7 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
                 started = time.monotonic()
                 got = _send_run(url, protocol, served, texts, tokenizer, model.metadata, Run(batch, run.concurrency),
                                 timeout_s)
-                max_abs, min_cos = compare(expected, got)
-                check.runs.append(RunResult(Run(batch, run.concurrency).label, -(-len(texts) // batch), len(texts),
-                                            max_abs, min_cos, tolerance.accepts(max_abs, min_cos),
-                                            time.monotonic() - started))
-                if not check.runs[-1].passed and check.worst_text is None:
-                    rows = np.abs(np.asarray(got, np.float64) - expected).max(axis=1)
-                    check.worst_text = f"{items[int(rows.argmax())].kind}: {texts[int(rows.argmax())][:80]!r}"
+                _record_run(check, Run(batch, run.concurrency).label, batch, items, expected, got, tolerance, started)
             after = admin.statistics(model.name, at_least=before[0] + len(texts) * len(plan))
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
     except Exception as err:  # a server or protocol failure is a failed check, reported, not a crash
@@ -316,13 +321,8 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
 
                 started = time.monotonic()
                 got = np.concatenate(_map(one, _split(list(range(len(texts))), batch), run.concurrency), axis=0)
-                max_abs, min_cos = compare(expected, got)
-                check.runs.append(RunResult("text, " + Run(batch, run.concurrency).label, -(-len(texts) // batch),
-                                            len(texts), max_abs, min_cos, tolerance.accepts(max_abs, min_cos),
-                                            time.monotonic() - started))
-                if not check.runs[-1].passed and check.worst_text is None:
-                    rows = np.abs(np.asarray(got, np.float64) - expected).max(axis=1)
-                    check.worst_text = f"{items[int(rows.argmax())].kind}: {texts[int(rows.argmax())][:80]!r}"
+                _record_run(check, "text, " + Run(batch, run.concurrency).label, batch, items, expected, got,
+                            tolerance, started)
             after = admin.statistics(model.name, at_least=before[0] + len(texts) * len(runs))
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
     except Exception as err:  # reported as a failed check, not a crash
@@ -390,7 +390,7 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
     server = None
     with ExitStack() as stack:
         if url is None:
-            from .triton.server import TritonServer
+            from ..triton.server import TritonServer
 
             if progress:
                 progress(f"starting tritonserver on {repo}")

@@ -28,10 +28,10 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ServerError, TeiExportError, first_line
+from ..errors import ServerError, TeiExportError, first_line
+from ..triton.memory import MemoryReport, MemorySampler
+from ..triton_client import PROTOCOLS, TritonClient
 from .parity import compare, tolerance_for
-from .triton.memory import MemoryReport, MemorySampler
-from .triton_client import PROTOCOLS, TritonClient
 
 Progress = Callable[[str], None]
 
@@ -340,13 +340,13 @@ class _Load:
 def run_soak(options: SoakOptions, server=None, progress: Progress | None = None) -> SoakReport:
     """Soak ``options.model``: on ``server`` (a running :class:`~exporter.triton.server.TritonServer`), else on
     ``options.url``, else on a server started here (127.0.0.1, the model alone) and stopped by its process group."""
-    from .bench import BenchOptions
-    from .bench.machine import cpu_info
-    from .bench.measure import percentiles
-    from .bench.workloads import build_workloads
-    from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
-    from .triton.backends import served_by
-    from .triton.server import TritonServer
+    from ..bench import BenchOptions
+    from ..bench.machine import cpu_info
+    from ..bench.measure import percentiles
+    from ..bench.workloads import build_workloads
+    from ..tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
+    from ..triton.backends import served_by
+    from ..triton.server import TritonServer
     from .verify import exported_models, reference_for
 
     options.validate()

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import UnsupportedModelError, first_line
-from .parity import ParityReport, Tolerance
+from ..checks.parity import ParityReport, Tolerance
+from ..errors import UnsupportedModelError, first_line
 from .ragged import pack, pad_right
 from .reference import reference_embeddings
 

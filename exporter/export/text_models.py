@@ -15,12 +15,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UnsupportedModelError
+from ..errors import UnsupportedModelError
+from ..text_backend import TOKENIZER_MODEL_PY
+from ..tokens import DEFAULT_BUCKETS
 from .metadata import ExportMetadata
 from .repository import plan_version, staged_version
 from .spec import source_label
-from .text_backend import TOKENIZER_MODEL_PY
-from .tokens import DEFAULT_BUCKETS
 from .triton_config import DynamicBatching, InstanceGroup, TensorConfig, TritonModelConfig
 
 TEXT_INPUT = "text"

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .errors import RepositoryError
+from ..errors import RepositoryError
 from .repository import METADATA_FILE
 
 TOKENIZER_DIR = "tokenizer"
@@ -60,7 +60,7 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {"torch": torch.__version__, "transformers": transformers.__version__,
             "sentence-transformers": sentence_transformers.__version__, "tei-export": __version__}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UnsupportedModelError, first_line
+from ..errors import UnsupportedModelError, first_line
 
 ONNX_OPSET = 17
 OUTPUT_NAME = "embedding"

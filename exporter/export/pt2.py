@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UnsupportedModelError, first_line
+from ..errors import UnsupportedModelError, first_line
 
 PT2_FILENAME = "model.pt2"
 PT2_PLATFORM = "torch_aoti"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # The LibTorch backend's tensor types (it has no BF16 and no unsigned 16/32/64-bit types).
 LIBTORCH_TYPES = ("TYPE_BOOL", "TYPE_UINT8", "TYPE_INT8", "TYPE_INT16", "TYPE_INT32", "TYPE_INT64",
@@ -170,7 +170,7 @@ class TritonModelConfig:
 
     def render(self, source: str | None = None, template: str = "config.pbtxt.j2") -> str:
         """config.pbtxt text; raises ConfigError if Triton's protobuf does not accept it."""
-        from . import __version__
+        from .. import __version__
 
         text = _template(template).render(c=self, source=source, tool_version=__version__)
         parse_pbtxt(text, where=f"rendered config of model '{self.name}'")
@@ -189,7 +189,7 @@ def _template(name: str = "config.pbtxt.j2"):
 
 def templates_dir() -> Path:
     """templates/ in a source checkout, or the copy installed in the wheel as ``exporter/templates``."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the exporter package
     for candidate in (here / "templates", here.parent / "templates"):
         if (candidate / "config.pbtxt.j2").is_file():
             return candidate

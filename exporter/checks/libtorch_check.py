@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, ModelSourceError, TeiExportError, VerificationError
-from .libtorch import find_compiler, installed_libtorch
+from ..errors import ConfigError, ModelSourceError, TeiExportError, VerificationError
+from ..libtorch import find_compiler, installed_libtorch
 from .parity import tolerance_for
 
 SOURCE = Path(__file__).with_name("cpp") / "libtorch_check.cpp"
@@ -76,7 +76,7 @@ class LibtorchRunError(VerificationError):
 
 
 def cache_dir_default() -> Path:
-    from .cache import cache_root
+    from ..cache import cache_root
 
     return cache_root()
 
@@ -371,8 +371,8 @@ def _load_repository(model_dir: Path) -> _Repository:
 def _tokenizer_name(repo: _Repository, config_name: str) -> str:
     """The tokenizer output a config input carries: ``INPUT__<n>`` is tei_export.json's n-th ``input_names`` entry
     (how pt2 exports name their inputs); any other name is itself, less a ``__<index>`` suffix."""
-    from .pt2 import ordinal
-    from .tokens import feature_names
+    from ..export.pt2 import ordinal
+    from ..tokens import feature_names
 
     names = repo.metadata.get("input_names")
     if ordinal(config_name) is not None and names:

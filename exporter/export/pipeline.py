@@ -11,18 +11,18 @@ from typing import Callable
 
 import torch
 
-from .errors import ParityError, UnsupportedModelError
-from .metadata import TOKENIZER_DIR, ExportMetadata, library_versions
-from .parity import ParityReport, tolerance_for
-from .pt2 import PT2_FILENAME, PT2_PLATFORM, export_pt2, input_name, load_pt2, output_name
+from ..checks.parity import ParityReport, tolerance_for
+from ..errors import ParityError, UnsupportedModelError
 from .batching import BATCHING_MODES, DEFAULT_TOKEN_BUDGET, OFFSETS_INPUT, OFFSETS_KIND, OFFSETS_TYPE, RAGGED_INPUT
+from .metadata import TOKENIZER_DIR, ExportMetadata, library_versions
+from .pt2 import PT2_FILENAME, PT2_PLATFORM, export_pt2, input_name, load_pt2, output_name
 from .ragged import build_ragged, pack
 from .reference import encoder_of, load_reference
 from .repository import VersionTarget, default_model_name, plan_version, staged_version
 from .spec import ModelSpec, SpecOverrides, read_spec, source_label
 from .tracing import check_ragged, check_trace, make_inputs, ragged_cases, shape_cases, trace
-from .triton_config import (TYPE_OF_DTYPE, BatchInput, DynamicBatching, InstanceGroup, TensorConfig,
-                            TritonModelConfig, Warmup)
+from .triton_config import (TYPE_OF_DTYPE, BatchInput, DynamicBatching, InstanceGroup, TensorConfig, TritonModelConfig,
+                            Warmup)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FORMATS = ("torchscript", "pt2")
@@ -179,8 +179,8 @@ def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonMo
 
     TorchScript: inputs named like forward()'s arguments, batch dimension left to Triton (max_batch_size > 0) and
     dynamic batching on. pt2: ``INPUT__<n>`` / ``OUTPUT__<n>`` and max_batch_size 0, the batch in ``dims``
-    (see :mod:`exporter.pt2` for why). Ragged: ``input_ids`` alone, ragged, plus the ``offsets`` batch input
-    (see :mod:`exporter.ragged`).
+    (see :mod:`exporter.export.pt2` for why). Ragged: ``input_ids`` alone, ragged, plus the ``offsets`` batch input
+    (see :mod:`exporter.export.ragged`).
     """
     pt2 = options.format == "pt2"
     in_type = TYPE_OF_DTYPE["int32" if options.int32 else "int64"]
