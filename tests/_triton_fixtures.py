@@ -24,7 +24,8 @@ def load_sentence_transformer(path: str):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(path), device="cpu")
+    # float32 as the exporter's reference, also for a checkpoint stored in half precision
+    return SentenceTransformer(str(path), device="cpu", model_kwargs={"dtype": torch.float32})
 
 
 def tokenize(st_model, sentences):

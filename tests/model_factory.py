@@ -42,8 +42,9 @@ def write_st_metadata(folder: Path, pooling: str | None, normalize: bool, max_se
 def random_model(folder: Path, model_type: str, *, layers: int = 2, hidden: int = 32, heads: int = 2,
                  positions: int = 130, seed: int = 0, pooling: str | None = "mean", normalize: bool = True,
                  max_seq_length: int | None = 64, st_metadata: bool = True, legacy_pooling: bool = False,
-                 prompts: dict | None = None) -> str:
-    """Save a seeded random model of ``model_type`` with MiniLM's tokenizer into ``folder``."""
+                 prompts: dict | None = None, stored_dtype: str = "float32") -> str:
+    """Save a seeded random model of ``model_type`` with MiniLM's tokenizer into ``folder`` (its weights stored in
+    ``stored_dtype``, as some hub checkpoints store float16)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,7 +59,7 @@ def random_model(folder: Path, model_type: str, *, layers: int = 2, hidden: int 
                                       num_attention_heads=heads, intermediate_size=hidden * 4,
                                       max_position_embeddings=positions, **extra, **common)
     torch.manual_seed(seed)
-    AutoModel.from_config(config).eval().save_pretrained(str(folder))
+    AutoModel.from_config(config).eval().to(getattr(torch, stored_dtype)).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     if st_metadata:
         write_st_metadata(folder, pooling, normalize, max_seq_length, prompts, legacy_pooling)

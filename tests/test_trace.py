@@ -123,6 +123,20 @@ def test_bge_small_shape_cls_pooling(tmp_path, bge_like):
     assert np.abs(out.numpy() - _encode(bge_like, SENTENCES, normalize=True)).max() <= 1e-5
 
 
+def test_half_precision_checkpoint_exports_float32(tmp_path):
+    """A checkpoint stored in float16 (as some on the hub are): the reference and the float32 export compute in
+    float32 (transformers alone would load it, and run it, in float16), so the fp32 bound holds."""
+    src = random_model(tmp_path / "src", "bert", stored_dtype="float16")
+    result = export_model(src, ExportOptions(out=tmp_path / "repo", name="half_stored", max_batch_size=4))
+    assert result.parity.passed, result.parity.table()
+    out = _run_saved(result.target.version_dir, src, SENTENCES, result.spec.input_names)
+    assert out.dtype == torch.float32
+    from sentence_transformers import SentenceTransformer
+
+    want = SentenceTransformer(src, device="cpu", model_kwargs={"dtype": torch.float32}).encode(SENTENCES)
+    assert np.abs(out.numpy() - want).max() <= 1e-5
+
+
 @pytest.mark.parametrize("model_type,pooling", [("roberta", "mean"), ("xlm-roberta", "cls"), ("mpnet", "mean"),
                                                 ("distilbert", "max")])
 def test_other_architectures(tmp_path, model_type, pooling):

@@ -546,7 +546,7 @@ def check_libtorch(
     from sentence_transformers import SentenceTransformer
 
     normalize = bool(repo.metadata["normalize"])
-    st = SentenceTransformer(str(repo.metadata["source"]), device="cpu")
+    st = SentenceTransformer(str(repo.metadata["source"]), device="cpu", model_kwargs={"dtype": torch.float32})
     st.max_seq_length = max_seq_len
     reference = st.encode(texts, prompt="", convert_to_numpy=True, normalize_embeddings=normalize, batch_size=32)
     reference = np.asarray(reference, dtype=np.float32)

@@ -16,10 +16,12 @@ def load_reference(spec: ModelSpec, device: str = "cpu"):
     from sentence_transformers.base.modules.transformer import Transformer
     from sentence_transformers.sentence_transformer.modules.pooling import Pooling
 
+    # float32 whatever the checkpoint stores: transformers loads a float16/bfloat16 checkpoint in that dtype, and
+    # the reference (and the float32 export built from its weights) would then compute in half precision
     transformer = Transformer(
         str(spec.path),
         max_seq_length=spec.max_seq_len,
-        model_kwargs={"trust_remote_code": spec.trust_remote_code},
+        model_kwargs={"trust_remote_code": spec.trust_remote_code, "dtype": torch.float32},
         config_kwargs={"trust_remote_code": spec.trust_remote_code},
     )
     modules = [transformer, Pooling(spec.hidden_size, pooling_mode=spec.pooling)]
