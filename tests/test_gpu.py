@@ -1,7 +1,9 @@
 """--device cuda: traced (or compiled) on the GPU, KIND_GPU instances, half precision inside the graph.
 
 These need an NVIDIA GPU and a CUDA build of torch. CI and the development machines of this project have neither,
-so every test here skips with that reason there; the refusal without CUDA is tested in test_bad_input.py.
+so every test here skips with that reason there; the refusal without CUDA is tested in test_bad_input.py. On a lent
+H100 (2026-11-26, torch 2.11.0+cu130) the half-precision and ragged tests passed; the pt2 one could not run there
+(torch's own aoti_load_package segfaulted, also for a bare nn.Linear) nor the served one (no tritonserver there).
 """
 from __future__ import annotations
 
