@@ -182,28 +182,3 @@ def _commit(staging: Path, target: VersionTarget, force: bool) -> None:
             raise RepositoryError(f"cannot move the export into place: {err.strerror}",
                                   fix="check that nothing else writes into the repository, then export again",
                                   where=str(err.filename or version_dir)) from None
-
-
-# The file each platform or backend loads when a config names none (Triton's defaults, and tei-export's
-# compatibility backend's).
-DEFAULT_MODEL_FILES = {"pytorch_libtorch": "model.pt", "torch_aoti": "model.pt2", "pytorch": "model.pt",
-                       "tei_export_compat": "model.pt", "python": "model.py"}
-
-
-def model_file(model_dir: Path, version: str | None = None) -> Path | None:
-    """The file the model in ``model_dir`` loads (``version``, else its latest), or None when it cannot be told
-    (no readable config, no version, no such file)."""
-    from .triton_config import read_config
-
-    try:
-        config = read_config(model_dir / "config.pbtxt")
-    except Exception:  # a config Triton cannot read either: its own error says so
-        return None
-    filename = (config.default_model_filename or DEFAULT_MODEL_FILES.get(config.platform)
-                or DEFAULT_MODEL_FILES.get(config.backend))
-    found = versions(model_dir)
-    number = version if version and version.isdigit() else (str(found[-1]) if found else None)
-    if not filename or number is None:
-        return None
-    path = model_dir / number / filename
-    return path if path.is_file() else None

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ..export.repository import versions
+from ..export.triton_config import read_config
+from .backends import COMPAT_BACKEND_NAME
 from .server_log import first_paragraph, model_error_lines
+
+# The file each platform or backend loads when a config names none: Triton's defaults, and the compatibility
+# backend's under the name it is presented as.
+DEFAULT_MODEL_FILES = {"pytorch_libtorch": "model.pt", "torch_aoti": "model.pt2", "pytorch": "model.pt",
+                       COMPAT_BACKEND_NAME: "model.pt", "python": "model.py"}
 
 
 def expected_models(mode: str, load_models: Sequence[str], index: list[dict], repository: Path) -> list[str]:
@@ -32,11 +40,26 @@ def still_loading(expected: Sequence[str], entries: dict[str, list[dict]]) -> li
     return [n for n in expected if any(e.get("state") == "LOADING" for e in entries.get(n, []))]
 
 
+def model_file(model_dir: Path, version: str | None = None) -> Path | None:
+    """The file the model in ``model_dir`` loads (``version``, else its latest), or None when it cannot be told
+    (no readable config, no version, no such file)."""
+    try:
+        config = read_config(model_dir / "config.pbtxt")
+    except Exception:  # a config Triton cannot read either: its own error says so
+        return None
+    filename = (config.default_model_filename or DEFAULT_MODEL_FILES.get(config.platform)
+                or DEFAULT_MODEL_FILES.get(config.backend))
+    found = versions(model_dir)
+    number = version if version and version.isdigit() else (str(found[-1]) if found else None)
+    if not filename or number is None:
+        return None
+    path = model_dir / number / filename
+    return path if path.is_file() else None
+
+
 def model_file_note(repository: Path, name: str, version: str | None) -> str:
     """" (model file PATH, N bytes)", so a load error names the file it read: NVIDIA's backend says only
     "failed to load model 'x': PytorchStreamReader failed ..."."""
-    from ..export.repository import model_file
-
     path = model_file(repository / name, version)
     return f" (model file {path}, {path.stat().st_size} bytes)" if path is not None else ""
 
