@@ -21,6 +21,13 @@ def load_tokenizer(version_dir: Path, tokenizer_dir: str = "tokenizer"):
     return AutoTokenizer.from_pretrained(str(Path(version_dir) / tokenizer_dir))
 
 
+def request_buckets(batching: str, concurrent: bool) -> tuple[int, ...] | None:
+    """The lengths a client pads its one-text requests to: ``DEFAULT_BUCKETS`` when requests run ``concurrent``ly to a
+    padded export, whose batcher merges only equal lengths; None (each text as it is) for a lone client, and for a
+    ragged export, which merges any lengths and has no attention mask (padding would be read as tokens)."""
+    return DEFAULT_BUCKETS if concurrent and batching != "ragged" else None
+
+
 def bucket_length(longest: int, max_seq_len: int, buckets: tuple[int, ...] = DEFAULT_BUCKETS) -> int:
     """The smallest bucket that holds ``longest`` tokens; ``max_seq_len`` when none does."""
     for size in buckets:

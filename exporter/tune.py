@@ -186,7 +186,7 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
     from .bench.workloads import build_workloads
     from .checks.parity import tolerance_for
     from .checks.verify import exported_models, reference_for
-    from .tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
+    from .tokens import encode_batch, load_tokenizer, request_buckets
     from .triton.server import TritonServer
 
     options.validate()
@@ -225,8 +225,8 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                     names = [t.name for t in served.inputs]
                     dtype = served.inputs[0].numpy_dtype
                     output = served.outputs[0].name
-                    # a ragged export takes each text unpadded; a padded one merges only equal (bucketed) lengths
-                    buckets = None if meta.batching == "ragged" else DEFAULT_BUCKETS
+                    # every trial is measured under load, so requests are padded as concurrent ones are
+                    buckets = request_buckets(meta.batching, concurrent=True)
                     requests = [encode_batch(tokenizer, [t], meta.max_seq_len, names, dtype, buckets,
                                              model_inputs=meta.input_names) for t in texts]
                     got = send_all(server.grpc_url, "grpc", options.model, requests, output, options.concurrency)

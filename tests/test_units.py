@@ -229,3 +229,11 @@ def test_a_failing_verify_run_names_the_text_that_differed_most():
     _record_run(check, "batch 1", 1, items, expected, got, tolerance_for("float32"), time.monotonic())
     assert not check.runs[1].passed and check.runs[1].requests == 3
     assert check.worst_text == f"{KINDS[0]}: 'text 1'"
+
+
+def test_requests_are_padded_to_buckets_only_where_a_batcher_needs_equal_lengths():
+    from exporter.tokens import DEFAULT_BUCKETS, request_buckets
+
+    assert request_buckets("padded", concurrent=True) == DEFAULT_BUCKETS
+    assert request_buckets("padded", concurrent=False) is None
+    assert request_buckets("ragged", concurrent=True) is None

@@ -344,7 +344,7 @@ def run_soak(options: SoakOptions, server=None, progress: Progress | None = None
     from ..bench.machine import cpu_info
     from ..bench.measure import percentiles
     from ..bench.workloads import build_workloads
-    from ..tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
+    from ..tokens import encode_batch, load_tokenizer, request_buckets
     from ..triton.backends import served_by
     from ..triton.server import TritonServer
     from .verify import exported_models, reference_for
@@ -389,8 +389,7 @@ def run_soak(options: SoakOptions, server=None, progress: Progress | None = None
             corpus = build_workloads(tokenizer, meta.max_seq_len, BenchOptions(
                 repo, options.model, workloads=("mixed",), mixed_texts=options.corpus_size))["mixed"]
             texts = list(dict.fromkeys(corpus))  # expected rows once per distinct text
-            # bucket padding lets a padded export's batcher merge; a ragged export takes each text as it is
-            buckets = DEFAULT_BUCKETS if options.concurrency > 1 and meta.batching != "ragged" else None
+            buckets = request_buckets(meta.batching, options.concurrency > 1)
             requests = [encode_batch(tokenizer, [t], meta.max_seq_len, names, served.inputs[0].numpy_dtype, buckets,
                                      model_inputs=meta.input_names) for t in texts]
             if progress:

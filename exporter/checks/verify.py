@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import VerificationError, first_line
 from ..export.metadata import ExportMetadata
 from ..export.repository import METADATA_FILE, latest_version_dir, models
-from ..tokens import DEFAULT_BUCKETS, encode_batch, load_tokenizer
+from ..tokens import encode_batch, load_tokenizer, request_buckets
 from ..triton.backends import NVIDIA_LABEL, served_by
 from ..triton.hazards import interop_hazards
 from ..triton.server_log import error_summary, lost_stub_message, unhealthy_stub
@@ -228,9 +228,7 @@ def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], to
     dtype = served.inputs[0].numpy_dtype
     output = served.outputs[0].name
     chunks = _split(list(range(len(texts))), run.batch)
-    # bucket padding lets the padded export's batcher merge equal lengths; a ragged export gets each text as it is
-    # (it has no attention mask: padding would be read as tokens)
-    buckets = DEFAULT_BUCKETS if run.concurrency > 1 and meta.batching != "ragged" else None
+    buckets = request_buckets(meta.batching, run.concurrency > 1)
     local = threading.local()
     clients: list[TritonClient] = []
     lock = threading.Lock()
