@@ -237,3 +237,11 @@ def test_requests_are_padded_to_buckets_only_where_a_batcher_needs_equal_lengths
     assert request_buckets("padded", concurrent=True) == DEFAULT_BUCKETS
     assert request_buckets("padded", concurrent=False) is None
     assert request_buckets("ragged", concurrent=True) is None
+
+
+def test_reports_are_strict_json():
+    from exporter.report_json import dumps
+
+    text = dumps({"p50_ms": float("nan"), "ratio": float("inf"), "out": Path("a/b"), "cells": (1.5, float("-inf"))},
+                 indent=None)
+    assert json.loads(text) == {"p50_ms": None, "ratio": None, "out": "a/b", "cells": [1.5, None]}

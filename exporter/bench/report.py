@@ -1,13 +1,11 @@
 """What a bench run reports: cells, modes, ratios between them, the targets, the table and results.json."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
+from ..report_json import dumps
 from .modes import (COMPAT_SUFFIX, EAGER, GRPC, GRPC_RAGGED, IN_PROCESS_MODES, INFINITY, ORT_FP32, ST_ENCODE, TS_BF16,
                     TS_FP32)
 
@@ -137,20 +135,10 @@ class BenchReport:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         results = out_dir / "results.json"
-        results.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n", encoding="utf-8")
+        results.write_text(dumps(self.to_dict()) + "\n", encoding="utf-8")
         from .plot import plot
 
         return [results, plot(self, out_dir / "bench.png")]
-
-
-def _json_default(value):
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    raise TypeError(type(value).__name__)
-
-
 
 
 def cell_line(k: int, total: int, c: Cell) -> str:

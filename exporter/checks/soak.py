@@ -16,7 +16,6 @@ warm-up to the last sample, after the load, and passes under ``max_growth_pct`` 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import re
@@ -29,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ServerError, TeiExportError, first_line
+from ..report_json import dumps, plain
 from ..triton.memory import MemoryReport, MemorySampler
 from ..triton_client import PROTOCOLS, TritonClient
 from .parity import compare, tolerance_for
@@ -159,7 +159,7 @@ class SoakReport:
 
     def to_dict(self) -> dict:
         """Plain JSON types; NaN and infinite figures (no answers, a wrongly shaped answer) become None."""
-        return _finite({
+        return plain({
             "passed": self.passed, "failures": self.failures(), "options": self.options, "model": self.model,
             "server": self.server, "server_version": self.server_version, "served_by": self.served_by,
             "backend": self.backend,
@@ -174,7 +174,7 @@ class SoakReport:
     def write(self, out_dir: Path, name: str) -> Path:
         path = Path(out_dir) / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=2)
+        text = dumps(self.to_dict())
         # one line per memory sample (a list of numbers), not one per number: the file stays short and readable
         text = re.sub(r"\[\s+([-\d.,\s]+?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
         path.write_text(text + "\n", encoding="utf-8")
@@ -222,17 +222,6 @@ class SoakReport:
         verdict = "PASS" if self.passed else "FAIL"
         lines.append(f"verdict: {verdict}" + (" (memory not checked)" if self.passed and not m.sampled else ""))
         return "\n".join(lines)
-
-
-def _finite(value):
-    """``value`` with NaN and infinities as None: strict JSON has no spelling for them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------------------
