@@ -25,9 +25,8 @@ from .workloads import build_workloads, token_batches
 
 def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchReport:
     """Measure every mode for ``options.model`` of ``options.repository``; see the module docstring."""
-    from ..checks.verify import exported_models, reference_for
-    from ..export.reference import encoder_of
-    from ..export.spec import SpecOverrides, read_spec
+    from ..checks.verify import exported_models, spec_for
+    from ..export.reference import encoder_of, load_reference
     from ..export.tracing import make_inputs, shape_cases
     from ..export.wrapper import build_wrapper
     from ..tokens import load_tokenizer
@@ -53,7 +52,8 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     peak = machine["matmul_gflop_per_s"]["fp32"]
 
     say(progress, f"loading {options.model}: eager sentence-transformers, TorchScript, tokenizer")
-    reference = reference_for(meta)
+    spec = spec_for(meta)
+    reference = load_reference(spec)
     encoder = encoder_of(reference)
     flop = FlopModel.of(encoder)
     tokenizer = load_tokenizer(target.version_dir, meta.tokenizer_dir)
@@ -78,8 +78,6 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     fns[EAGER] = lambda *t: reference(dict(zip(names, t)))["sentence_embedding"]
     fns[TS_FP32] = torch.jit.load(str(target.version_dir / "model.pt"))
     report.modes.append(ModeInfo(TS_FP32, "measured", f"{target.version_dir / 'model.pt'}"))
-    spec = read_spec(meta.source_path if Path(meta.source_path).is_dir() else meta.source,
-                     SpecOverrides(meta.pooling, meta.normalize, meta.max_seq_len))
     cases = shape_cases(16, meta.max_seq_len)
     example = make_inputs(next(c for c in cases if c.padding != "none"), names, spec.vocab_size,
                           tokenizer.pad_token_id or 0, torch.int64)

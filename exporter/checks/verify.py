@@ -184,14 +184,20 @@ def exported_models(repo: Path, names: list[str] | None = None) -> list[Exported
     return found
 
 
-def reference_for(meta: ExportMetadata):
-    """The eager sentence-transformers model with the exported semantics (pooling, normalize, max length)."""
-    from ..export.reference import load_reference
+def spec_for(meta: ExportMetadata):
+    """The source model as it was exported (pooling, normalize, max length), from its folder while that exists,
+    else from its hub id at the exported revision."""
     from ..export.spec import SpecOverrides, read_spec
 
     source = meta.source_path if Path(meta.source_path).is_dir() else meta.source
-    spec = read_spec(source, SpecOverrides(meta.pooling, meta.normalize, meta.max_seq_len), revision=meta.revision)
-    return load_reference(spec)
+    return read_spec(source, SpecOverrides(meta.pooling, meta.normalize, meta.max_seq_len), revision=meta.revision)
+
+
+def reference_for(meta: ExportMetadata):
+    """The eager sentence-transformers model with the exported semantics (pooling, normalize, max length)."""
+    from ..export.reference import load_reference
+
+    return load_reference(spec_for(meta))
 
 
 def request_rows(served: ServedModel) -> int:
