@@ -232,8 +232,8 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                     got = send_all(server.grpc_url, "grpc", options.model, requests, output, options.concurrency)
                     parity = parity_of(expected, got, tolerance)
                     result.parity_passed, result.min_cosine = parity.passed, parity.min_cosine
-                    latencies, done, elapsed, errors = timed_load(server.grpc_url, "grpc", options.model, requests, None,
-                                                             output, options.concurrency, load)
+                    latencies, done, elapsed, errors = timed_load(server.grpc_url, "grpc", options.model, requests,
+                                                                  None, output, options.concurrency, load)
                 if errors:
                     result.error = errors[0]
                 else:

@@ -2,9 +2,9 @@
 
 The server runs with the backend ``auto`` picks: NVIDIA's libtriton_pytorch.so built by the set-up (``tei-export
 backend build``), else the compatibility backend. One server per module serves all-MiniLM-L6-v2 (exported by
-exporter.export.pipeline, the session's ``minilm_export``) and a few tiny scripted models; short-lived servers check that a
-broken model makes TritonServer raise with the server's load error. tests/test_differential.py runs the same kind of
-cases on both backends side by side.
+exporter.export.pipeline, the session's ``minilm_export``) and a few tiny scripted models; short-lived servers check
+that a broken model makes TritonServer raise with the server's load error. tests/test_differential.py runs the same
+kind of cases on both backends side by side.
 """
 from __future__ import annotations
 
@@ -310,7 +310,7 @@ def test_grpc_matches_sentence_transformers(grpc, st_model):
 
 
 def _stats(url, model, at_least=0):
-    """(inference_count, execution_count), waiting (bounded) for ``at_least`` inferences: see TritonClient.statistics."""
+    """(inference_count, execution_count), waiting (bounded) for ``at_least`` inferences (TritonClient.statistics)."""
     with TritonClient(url, "http") as client:
         return client.statistics(model, at_least=at_least)
 

@@ -465,8 +465,9 @@ def check_libtorch(
     Texts are encoded without any prompt: prompts are the client's business, the model sees what it is sent.
 
     Returns a report; ``skipped=True`` (and ``ok=False``) when no C++ compiler is available, when the version's
-    format is neither TorchScript nor pt2, or when it takes ragged batches (not checked in C++ yet). A repository that cannot be read raises TeiExportError; a model
-    LibTorch cannot run or whose outputs Triton would refuse gives ``ok=False`` with ``error`` saying why.
+    format is neither TorchScript nor pt2, or when it takes ragged batches (not checked in C++ yet). A repository
+    that cannot be read raises TeiExportError; a model LibTorch cannot run or whose outputs Triton would refuse gives
+    ``ok=False`` with ``error`` saying why.
     """
     model_dir = Path(model_dir)
     repo = _load_repository(model_dir)

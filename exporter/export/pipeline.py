@@ -51,7 +51,7 @@ class ExportOptions:
     dtype: str = "float32"
     device: str = "cpu"
     format: str = "torchscript"  # or "pt2": torch.export + AOTInductor, platform torch_aoti (Triton 26.03+)
-    batching: str = "padded"  # or "ragged" (BATCHING_MODES); padded stays default until served runs compare them
+    batching: str = "padded"  # or "ragged" (BATCHING_MODES); padded is the default any client can send (README)
     ragged_token_budget: int | None = None  # rows x padded length per encoder call; None: DEFAULT_TOKEN_BUDGET
     # how Triton serves it
     max_batch_size: int = 64
