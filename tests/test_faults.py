@@ -22,6 +22,7 @@ import pytest
 import _triton_fixtures as fx
 from exporter.errors import ServerError
 from exporter.export.pipeline import ExportOptions, export_model
+from exporter.triton.process import processes
 from exporter.triton.stubs import stub_processes
 from exporter.triton.server import TritonServer
 from exporter.triton.server_log import error_summary
@@ -116,15 +117,8 @@ def _inferences(port: str, model: str) -> int:
 
 
 def _gone(pids: list[int]) -> bool:
-    alive = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.append(pid)
-    return not alive
+    """None of ``pids`` runs (zombies count as gone: they run nothing)."""
+    return not set(pids) & {p.pid for p in processes()}
 
 
 def _shm_left(regions: list[str]) -> list[str]:
