@@ -102,9 +102,7 @@ class InfinityServer:
         self._proc = None
 
     def start(self) -> "InfinityServer":
-        import subprocess
-
-        from ..triton.process import free_port
+        from ..triton.process import free_port, spawn_server
 
         port = free_port("127.0.0.1")
         self.url = f"127.0.0.1:{port}"
@@ -123,8 +121,7 @@ class InfinityServer:
         with os.fdopen(fd, "wb") as log:
             log.write(("$ " + " ".join(self.command) + "\n").encode())
             log.flush()
-            self._proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = spawn_server(self.command, env, log)
         self.pgid = self._proc.pid  # start_new_session: it leads its own group
         try:
             self._wait_ready()

@@ -68,6 +68,13 @@ def die_with_parent():
     return request
 
 
+def spawn_server(command: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    """Start a server process as the leader of a process group of its own (stopped with its children by that group,
+    never by name), output into ``log``, ended by the kernel when this process ends (:func:`die_with_parent`)."""
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=die_with_parent())
+
+
 def signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name

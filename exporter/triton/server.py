@@ -19,7 +19,7 @@ from ..errors import ServerError
 from .backends import BackendSetup, prepare_backends
 from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
 from .hazards import explains_abort, interop_hazards
-from .process import die_with_parent, free_port, signal_name, stop_group
+from .process import free_port, signal_name, spawn_server, stop_group
 from .repository_view import RepositoryView, present_repository
 from .readiness import by_name, expected_models, load_failures, still_loading
 from .server_log import error_lines, last_lines
@@ -285,15 +285,7 @@ class TritonServer:
         env = self._binary.environment(self._base_env)
         env[COMPAT_STATE_ENV] = str(self._compat_state)
         try:
-            self._proc = subprocess.Popen(
-                cmd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent(),
-            )
+            self._proc = spawn_server(cmd, env, self._log_file)
         except OSError as err:
             self._log_file.close()
             raise ServerError(f"cannot start tritonserver: {err}", fix=INSTALL_HINT, where=str(self._binary.path))
