@@ -1,15 +1,11 @@
 """trace --batching ragged: the scripted ragged module fed exactly as NVIDIA's LibTorch backend feeds it (all merged
 requests' tokens as one flat int64 tensor, each request's end offset as int32), compared with
-``SentenceTransformer.encode`` on the same texts; its config, metadata, refusals and the text model beside it."""
+``SentenceTransformer.encode`` on the same texts; its config, metadata, refusals and the text model's files (served:
+tests/test_ragged_served.py)."""
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import json
-import sys
-import types
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -285,83 +281,6 @@ def test_text_model_files(ragged):
     settings = json.loads((repo / "mr_text" / "1" / "text_settings.json").read_text())
     assert settings["token_model"] == {"name": "mr", "input": "input_ids", "data_type": "TYPE_INT64",
                                        "output": "embedding"}
-
-
-class _Tensor:
-    def __init__(self, name, array):
-        self.name, self.array = name, np.asarray(array)
-
-    def as_numpy(self):
-        return self.array
-
-
-class _Error:
-    def __init__(self, message):
-        self._message = message
-
-    def message(self):
-        return self._message
-
-
-class _Response:
-    def __init__(self, output_tensors=(), error=None):
-        self.output_tensors, self.error_ = list(output_tensors), error
-
-    def has_error(self):
-        return self.error_ is not None
-
-    def error(self):
-        return self.error_
-
-
-def _python_backend(module, calls):
-    """The few triton_python_backend_utils names model.py uses. A BLS request runs the exported ragged module on its
-    one text the way the backend would pass it (ids [L], offsets [L]); ``calls`` records each request's shape."""
-
-    class InferenceRequest:
-        def __init__(self, model_name, requested_output_names, inputs):
-            self.model_name, self.outputs, self.inputs = model_name, requested_output_names, inputs
-
-        async def async_exec(self):
-            [ids] = self.inputs
-            calls.append((self.model_name, ids.name, ids.array.shape, ids.array.dtype))
-            with torch.inference_mode():
-                out = module(torch.from_numpy(ids.array).reshape(-1), torch.tensor([ids.array.size], dtype=torch.int32))
-            return _Response([_Tensor(self.outputs[0], out.numpy())])
-
-    pb = types.ModuleType("triton_python_backend_utils")
-    pb.Tensor, pb.TritonError, pb.InferenceResponse, pb.InferenceRequest = _Tensor, _Error, _Response, InferenceRequest
-    pb.get_input_tensor_by_name = lambda request, name: request[name]
-    pb.get_output_tensor_by_name = lambda response, name: next(t for t in response.output_tensors if t.name == name)
-    return pb
-
-
-def test_text_model_sends_each_text_as_its_own_request(ragged, module, corpus, st_model, monkeypatch):
-    """model.py of ``mr_text``: a request of N texts becomes N BLS requests [1, L] to ``mr`` and N rows, in order,
-    equal to encode() (the Triton runtime around model.py is a stand-in here; the served check is manual)."""
-    from exporter.text_backend import TOKENIZER_MODEL_PY
-
-    calls = []
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _python_backend(module, calls))
-    spec = importlib.util.spec_from_file_location("tei_text_model", TOKENIZER_MODEL_PY)
-    code = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(code)
-    folder = ragged.target.repo / "mr_text"
-    config = json.dumps({"output": [{"name": "embedding", "data_type": "TYPE_FP32"}]})
-    model = code.TritonPythonModel()
-    model.initialize({"model_repository": str(folder), "model_version": "1", "model_config": config})
-
-    def request(texts):
-        return {"text": _Tensor("text", np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1))}
-
-    not_utf8 = {"text": _Tensor("text", np.array([[b"\xff bad"], [b"x"]], dtype=np.object_))}
-    requests = [request(corpus[:10]), request(corpus[10:11]), not_utf8, request(corpus[11:])]
-    responses = asyncio.run(model.execute(requests))
-    assert responses[2].has_error() and "not valid UTF-8" in responses[2].error().message()  # the others pass
-    got = np.concatenate([responses[i].output_tensors[0].as_numpy() for i in (0, 1, 3)])
-    assert np.abs(got - st_model.encode(corpus)).max() <= 1e-5
-    assert len(calls) == len(corpus) and {c[0] for c in calls} == {"mr"}
-    assert all(c[1] == "input_ids" and len(c[2]) == 2 and c[2][0] == 1 and c[3] == np.int64 for c in calls)
 
 
 def test_existing_text_model_refused_before_writing(tmp_path, minilm):

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from tritonclient.utils import InferenceServerException
 
 from exporter.export.pipeline import ExportOptions, export_model
 from exporter.tokens import encode_batch, load_tokenizer
@@ -96,3 +97,27 @@ def test_verify_understands_ragged(backend, request, ragged_repo):
     assert "Python backend (one request per text to mr)" in text[0].served_by
     assert "requests per execution" in report.table()
     assert report.libtorch == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_text_model_sends_each_text_as_its_own_request(backend, request, binary, ragged_repo, texts, st_model,
+                                                       tmp_path):
+    """``mr_text`` (BLS): a request of N texts becomes N requests to ``mr`` (its inference count grows by N) and N
+    rows in order, equal to encode(); a text that is not UTF-8 fails its own request, and the next one answers."""
+    _needs(backend, request)
+
+    def batch(chunk):
+        return {"text": np.array([t.encode() for t in chunk], dtype=np.object_).reshape(-1, 1)}
+
+    with TritonServer(ragged_repo, binary=binary, backend=backend, log_path=tmp_path / "triton.log") as server:
+        with TritonClient(server.http_url, "http") as client:
+            before = client.statistics("mr")
+            got = client.infer("mr_text", batch(texts[:10]), ["embedding"])["embedding"]
+            after = client.statistics("mr", at_least=before[0] + 10)
+            with pytest.raises(InferenceServerException, match="not valid UTF-8"):
+                client.infer("mr_text", {"text": np.array([[b"\xff bad"], [b"x"]], dtype=np.object_)},
+                             ["embedding"])
+            one = client.infer("mr_text", batch(texts[10:11]), ["embedding"])["embedding"]
+    assert np.abs(got - st_model.encode(texts[:10])).max() <= 1e-5
+    assert after[0] - before[0] == 10
+    assert np.abs(one - st_model.encode(texts[10:11])).max() <= 1e-5
