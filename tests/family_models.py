@@ -102,7 +102,8 @@ def train_tokenizer(kind: str, vocab_size: int = 600, padding_side: str = "right
     return fast
 
 
-def family_model(folder: Path, model_type: str, recipe: Recipe | None = None, seed: int = 0) -> str:
+def family_model(folder: Path, model_type: str, recipe: Recipe | None = None, seed: int = 0,
+                 positions: int = POSITIONS, max_seq_len: int = MAX_SEQ_LEN) -> str:
     """A sentence-transformers folder of a random ``model_type`` model from its registry entry's tiny config."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules.dense import Dense
@@ -118,15 +119,15 @@ def family_model(folder: Path, model_type: str, recipe: Recipe | None = None, se
     tokenizer = train_tokenizer(arch.tokenizer_kind, padding_side=recipe.padding_side)
     ids = {k: getattr(tokenizer, f"{k}_token_id") for k in ("pad", "bos", "eos", "cls", "sep", "mask")}
     special = {f"{k}_token_id": v for k, v in ids.items() if v is not None}
-    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), max_position_embeddings=POSITIONS,
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), max_position_embeddings=positions,
                                   **special, **arch.tiny)
     torch.manual_seed(seed)
     model = AutoModel.from_config(config).eval()
     model.save_pretrained(str(hf_dir))
-    tokenizer.model_max_length = MAX_SEQ_LEN
+    tokenizer.model_max_length = max_seq_len
     tokenizer.save_pretrained(str(hf_dir))
 
-    transformer = Transformer(str(hf_dir), max_seq_length=MAX_SEQ_LEN,
+    transformer = Transformer(str(hf_dir), max_seq_length=max_seq_len,
                               model_kwargs={"attn_implementation": arch.attention} if arch.attention else None)
     hidden = transformer.get_embedding_dimension()
     modules = [transformer, Pooling(hidden, pooling_mode=recipe.pooling)]

@@ -100,3 +100,15 @@ def test_left_padded_decoder_pools_the_last_real_token(family_sources):
     alone = np.stack([st.encode([t])[0] for t in texts])
     assert st.tokenizer.padding_side == "left"
     assert np.abs(together - alone).max() <= 1e-5
+
+
+@pytest.mark.parametrize("family", ["modernbert", "qwen3"])
+def test_long_context_at_8192_positions(family, tmp_path):
+    """ModernBERT's 8,192 positions (global/local attention) and a rotary decoder at the same length: the grid runs
+    the trace at max_seq_len = 8,192, far beyond the traced length, so a position table or rotary cache frozen at
+    trace time fails here. A tiny model keeps a full 8,192-token case fast on a CPU."""
+    src = family_model(tmp_path / family, family, positions=8192, max_seq_len=8192)
+    result = export_model(src, ExportOptions(out=tmp_path / "repo", name=family, max_batch_size=2))
+    assert result.parity.passed, result.parity.table()
+    assert result.spec.max_seq_len == 8192
+    assert max(c.seq_len for c in result.parity.cases) == 8192

@@ -18,10 +18,25 @@ from ..errors import ModelSourceError, UnsupportedModelError
 from .pooling import POOLING_MODES, canonical_pooling
 
 
+# Each kind knows how sentence-transformers loads it (``load``: its own module, for the reference) and what the
+# exported graph computes for it (``step``: a torch module on the pooled embedding, with the loaded module's
+# weights; see head.py). Adding a kind is one class here.
+
+
 @dataclass(frozen=True)
 class Pooling:
     mode: str
     kind: str = "Pooling"
+
+    def load(self, root: Path, width: int):
+        from sentence_transformers.sentence_transformer.modules.pooling import Pooling as StPooling
+
+        return StPooling(width, pooling_mode=self.mode)
+
+    def step(self, loaded):
+        from .head import PoolStep
+
+        return PoolStep(self.mode)
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,18 @@ class Dense:
     activation: str  # sentence-transformers' class path, e.g. torch.nn.modules.linear.Identity
     kind: str = "Dense"
 
+    def load(self, root: Path, width: int):
+        from sentence_transformers.base.modules.dense import Dense as StDense
+
+        return StDense.load(str(root), subfolder=self.path)
+
+    def step(self, loaded):
+        import copy
+
+        import torch
+
+        return torch.nn.Sequential(copy.deepcopy(loaded.linear).float(), copy.deepcopy(loaded.activation_function))
+
 
 @dataclass(frozen=True)
 class LayerNorm:
@@ -41,18 +68,44 @@ class LayerNorm:
     dimension: int
     kind: str = "LayerNorm"
 
+    def load(self, root: Path, width: int):
+        from sentence_transformers.sentence_transformer.modules.layer_norm import LayerNorm as StLayerNorm
+
+        return StLayerNorm.load(str(root), subfolder=self.path)
+
+    def step(self, loaded):
+        import copy
+
+        return copy.deepcopy(loaded.norm).float()
+
 
 @dataclass(frozen=True)
 class Normalize:
     kind: str = "Normalize"
 
+    def load(self, root: Path, width: int):
+        from sentence_transformers.base.modules.normalize import Normalize as StNormalize
+
+        return StNormalize()
+
+    def step(self, loaded):
+        from .head import NormalizeStep
+
+        return NormalizeStep()
+
 
 @dataclass(frozen=True)
 class Truncate:
-    """Matryoshka: keep the first ``dims`` values (``SentenceTransformer(truncate_dim=...)``)."""
+    """Matryoshka: keep the first ``dims`` values (``SentenceTransformer(truncate_dim=...)``). sentence-transformers
+    truncates in encode(), after forward(): the reference applies it there (no ``load``)."""
 
     dims: int
     kind: str = "Truncate"
+
+    def step(self, loaded):
+        from .head import TruncateStep
+
+        return TruncateStep(self.dims)
 
 
 Module = Pooling | Dense | LayerNorm | Normalize | Truncate

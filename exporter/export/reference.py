@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .modules import Dense, LayerNorm, Normalize, Pooling, Truncate
 from .spec import ModelSpec
 
 
@@ -61,11 +60,7 @@ class Reference:
 def load_reference(spec: ModelSpec, device: str = "cpu") -> Reference:
     """sentence-transformers built from ``spec``: its Transformer, then the chain's modules before truncation."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules.dense import Dense as StDense
-    from sentence_transformers.base.modules.normalize import Normalize as StNormalize
     from sentence_transformers.base.modules.transformer import Transformer
-    from sentence_transformers.sentence_transformer.modules.layer_norm import LayerNorm as StLayerNorm
-    from sentence_transformers.sentence_transformer.modules.pooling import Pooling as StPooling
 
     # float32 whatever the checkpoint stores: transformers loads a float16/bfloat16 checkpoint in that dtype, and
     # the reference (and the float32 export built from its weights) would then compute in half precision
@@ -78,18 +73,9 @@ def load_reference(spec: ModelSpec, device: str = "cpu") -> Reference:
                               config_kwargs={"trust_remote_code": spec.trust_remote_code})
     modules: list[torch.nn.Module] = [transformer]
     width = spec.hidden_size
-    for module in spec.chain.before_truncation():
-        if isinstance(module, Pooling):
-            modules.append(StPooling(width, pooling_mode=module.mode))
-        elif isinstance(module, Dense):
-            modules.append(StDense.load(str(spec.root), subfolder=module.path))
-            width = module.out_features
-        elif isinstance(module, LayerNorm):
-            modules.append(StLayerNorm.load(str(spec.root), subfolder=module.path))
-        elif isinstance(module, Normalize):
-            modules.append(StNormalize())
-        elif isinstance(module, Truncate):  # pragma: no cover - before_truncation() ends before it
-            raise AssertionError("truncation inside forward()")
+    for module in spec.chain.before_truncation():  # sentence-transformers truncates in encode(): see encode()
+        modules.append(module.load(spec.root, width))
+        width = getattr(module, "out_features", width)
     model = SentenceTransformer(modules=modules, device=device)
     model.eval()
     return Reference(model, spec)
