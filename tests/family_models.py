@@ -103,8 +103,9 @@ def train_tokenizer(kind: str, vocab_size: int = 600, padding_side: str = "right
 
 
 def family_model(folder: Path, model_type: str, recipe: Recipe | None = None, seed: int = 0,
-                 positions: int = POSITIONS, max_seq_len: int = MAX_SEQ_LEN) -> str:
-    """A sentence-transformers folder of a random ``model_type`` model from its registry entry's tiny config."""
+                 positions: int = POSITIONS, max_seq_len: int = MAX_SEQ_LEN, shape: dict | None = None) -> str:
+    """A sentence-transformers folder of a random ``model_type`` model from its registry entry's tiny config (or
+    ``shape``: other sizes, e.g. a real checkpoint's for a benchmark)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules.dense import Dense
     from sentence_transformers.base.modules.normalize import Normalize
@@ -120,7 +121,7 @@ def family_model(folder: Path, model_type: str, recipe: Recipe | None = None, se
     ids = {k: getattr(tokenizer, f"{k}_token_id") for k in ("pad", "bos", "eos", "cls", "sep", "mask")}
     special = {f"{k}_token_id": v for k, v in ids.items() if v is not None}
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), max_position_embeddings=positions,
-                                  **special, **arch.tiny)
+                                  **special, **(shape if shape is not None else arch.tiny))
     torch.manual_seed(seed)
     model = AutoModel.from_config(config).eval()
     model.save_pretrained(str(hf_dir))

@@ -33,15 +33,31 @@ def family_sources(tmp_path_factory):
     return {family: family_model(root / family, family) for family in FAMILIES}
 
 
+# A sampled matrix of the options that change the graph, spread over the families and both variants so that one
+# repository and one server cover them (the combinations refused are asserted in tests/test_ragged.py and
+# tests/test_bad_input.py): {family: ({padded options}, {ragged options})}.
+OPTIONS = {
+    "bert": ({"int32": True}, {"dims": 16}),
+    "qwen3": ({}, {"int32": True}),
+    "gemma3_text": ({"dims": 16}, {}),
+    "modernbert": ({"token_embeddings": True}, {"normalize": False}),
+    "gte": ({"pooling": "mean"}, {"int32": True}),
+    "nomic_bert": ({"max_seq_len": 64}, {"pooling": "cls", "normalize": True}),
+    "deberta-v2": ({"pooling": "cls"}, {"max_seq_len": 48}),
+    "eurobert": ({"pooling": "max"}, {"dims": 8}),
+}
+
+
 @pytest.fixture(scope="module")
 def family_repo(tmp_path_factory, family_sources):
     """Every family exported padded and ragged into one repository (served once by the tests below)."""
     repo = tmp_path_factory.mktemp("repo_families")
     results = {}
     for family, src in family_sources.items():
-        for batching in ("padded", "ragged"):
+        for batching, extra in zip(("padded", "ragged"), OPTIONS.get(family, ({}, {}))):
             name = f"{family.replace('-', '_')}_{batching}"
-            results[name] = export_model(src, ExportOptions(out=repo, name=name, batching=batching, max_batch_size=8))
+            results[name] = export_model(src, ExportOptions(out=repo, name=name, batching=batching, max_batch_size=8,
+                                                            **extra))
     return repo, results
 
 
@@ -53,7 +69,9 @@ def test_family_exports_with_parity(family, family_repo):
         assert result.parity.passed, result.parity.table()
         assert result.metadata.variant == batching and result.metadata.model_type == family
         # the grid went past the trace length and max_seq_len, up to every position the model addresses
-        assert result.spec.max_seq_len == MAX_SEQ_LEN
+        extra = OPTIONS.get(family, ({}, {}))[batching == "ragged"]
+        assert result.spec.max_seq_len == extra.get("max_seq_len", MAX_SEQ_LEN)
+        assert all(getattr(result.spec, k) == v for k, v in extra.items() if k in ("pooling", "normalize", "dims"))
         assert result.spec.max_positions == POSITIONS - result.spec.architecture.position_offset
         assert any(c.seq_len == result.spec.max_positions for c in result.parity.cases), result.parity.table()
 
@@ -61,9 +79,13 @@ def test_family_exports_with_parity(family, family_repo):
 def test_families_keep_their_modules(family_repo):
     """Dense layers, prompts, lasttoken pooling and left padding come through as the checkpoint says."""
     _, results = family_repo
-    gemma = results["gemma3_text_padded"]
+    gemma = results["gemma3_text_ragged"]
     assert [m["kind"] for m in gemma.metadata.modules] == ["Pooling", "Dense", "Dense", "Normalize"]
     assert gemma.config.outputs[0].dims == (24,) and gemma.spec.embedding_width == 24
+    truncated = results["gemma3_text_padded"]  # --dims 16 after the Dense layers, normalised again
+    assert [m["kind"] for m in truncated.metadata.modules] == ["Pooling", "Dense", "Dense", "Normalize", "Truncate",
+                                                               "Normalize"]
+    assert truncated.config.outputs[0].dims == (16,)
     qwen = results["qwen3_ragged"]
     assert qwen.spec.pooling == "lasttoken" and qwen.spec.architecture.causal
     assert qwen.metadata.prompts == RECIPES["qwen3"].prompts
@@ -112,3 +134,12 @@ def test_long_context_at_8192_positions(family, tmp_path):
     assert result.parity.passed, result.parity.table()
     assert result.spec.max_seq_len == 8192
     assert max(c.seq_len for c in result.parity.cases) == 8192
+
+
+@pytest.mark.parametrize("family", ["modernbert", "qwen3"])
+def test_pt2_export_of_new_families(family, family_sources, tmp_path):
+    """torch.export + AOTInductor handles the new families too (every registered one was tried; see the README)."""
+    result = export_model(family_sources[family], ExportOptions(out=tmp_path, name=family, format="pt2",
+                                                                max_batch_size=4))
+    assert result.parity.passed, result.parity.table()
+    assert result.metadata.variant == "pt2" and (result.target.version_dir / "model.pt2").is_file()
