@@ -179,19 +179,26 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--tritonserver", "binary", help="tritonserver binary (default: PATH, /opt/tritonserver, nvidia-pytriton).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind HTTP and gRPC to.")
-@click.option("--http-port", type=int, help="HTTP port (default: a free one).")
-@click.option("--grpc-port", type=int, help="gRPC port (default: a free one).")
+@click.option("--http-port", type=int, help="HTTP port (default: Triton's 8000 when free, else a free one).")
+@click.option("--grpc-port", type=int, help="gRPC port (default: Triton's 8001 when free, else a free one).")
+@click.option("--metrics-port", type=int, help="Prometheus /metrics port (default: Triton's 8002 when free, else a "
+                                               "free one).")
+@click.option("--metrics/--no-metrics", default=True, show_default=True,
+              help="Serve Triton's Prometheus metrics (nv_inference_*) at http://HOST:METRICS_PORT/metrics.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), help="Server log file.")
 @_backend_option
 @_friendly_errors
-def serve(repository, binary, host, http_port, grpc_port, log_path, backend):
+def serve(repository, binary, host, http_port, grpc_port, metrics_port, metrics, log_path, backend):
     """Serve REPOSITORY with tritonserver until Ctrl-C.
 
-    Starts tritonserver on REPOSITORY, waits until every model is READY, and serves until Ctrl-C."""
+    Starts tritonserver on REPOSITORY on Triton's usual ports (8000 HTTP, 8001 gRPC, 8002 metrics; a free port, and
+    a warning, for each one that is taken), waits until every model is READY, and serves until Ctrl-C."""
+    from .triton.ports import TRITON_PORTS
     from .triton.process import stop_signals
     from .triton.server import TritonServer
 
     server = TritonServer(repository, binary=binary, host=host, http_port=http_port, grpc_port=grpc_port,
+                          metrics_port=metrics_port, metrics=metrics, preferred_ports=TRITON_PORTS,
                           log_path=log_path, backend=backend)
     click.echo(f"starting tritonserver on {repository} ...", err=True)
     # SIGTERM (a supervisor) and SIGINT (Ctrl-C, or `kill -INT` of a background job that inherited it ignored) stop
@@ -205,6 +212,8 @@ def _serve(server) -> None:
         server.start()
         for warning in server.warnings:
             click.echo(f"warning: {warning}", err=True)
+        if server.port_note:  # loud: the addresses differ from every example a user has read
+            click.echo(f"WARNING: {server.port_note}", err=True)
         click.echo(f"server:  {server.binary.describe()}")
         click.echo(f"backend: {server.backends.describe()}")
         if server.view.presented:
@@ -212,6 +221,7 @@ def _serve(server) -> None:
         click.echo(f"models:  {', '.join(server.models)} (all READY)")
         click.echo(f"HTTP:    http://{server.http_url}")
         click.echo(f"gRPC:    {server.grpc_url}")
+        click.echo(f"metrics: {server.metrics_url or 'off (--metrics turns them on)'}")
         click.echo(f"log:     {server.log_path}")
         click.echo("Ctrl-C stops the server.")
         while server.running:

@@ -19,7 +19,8 @@ from ..errors import ServerError
 from .backends import BackendSetup, prepare_backends
 from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
 from .hazards import explains_abort, interop_hazards
-from .process import free_port, signal_name, spawn_server, stop_group
+from .ports import choose_ports
+from .process import signal_name, spawn_server, stop_group
 from .repository_view import RepositoryView, present_repository
 from .readiness import by_name, expected_models, load_failures, still_loading
 from .server_log import error_lines, last_lines
@@ -59,7 +60,9 @@ class TritonServer:
     ``http_url`` and ``grpc_url`` are ``host:port`` strings, the form ``tritonclient`` takes.
 
     * ``binary``: a :class:`TritonBinary`, a path (see :func:`find_tritonserver`), or None to search.
-    * ``host``: address for HTTP and gRPC (and metrics when ``metrics``); ports are picked free unless given.
+    * ``host``: address for HTTP and gRPC (and metrics when ``metrics``); ports are picked free unless given, or
+      ``preferred_ports`` (e.g. Triton's usual 8000, 8001, 8002, see :mod:`~exporter.triton.ports`) when those are
+      free; ``port_note`` then says which of them were taken.
     * ``model_control_mode``: ``none`` (every model loaded at start), ``explicit`` (``load_models``), ``poll``.
     * ``startup_timeout``: seconds to wait until the server and every expected model are READY.
     * ``stop_timeout``: seconds :meth:`stop` waits after SIGTERM before SIGKILL; ``exit_timeout`` is the server's
@@ -84,6 +87,7 @@ class TritonServer:
         grpc_port: int | None = None,
         metrics_port: int | None = None,
         metrics: bool = False,
+        preferred_ports: tuple[int, int, int] | None = None,
         model_control_mode: str = "none",
         load_models: Sequence[str] = (),
         startup_timeout: float = 180.0,
@@ -104,6 +108,8 @@ class TritonServer:
         self.host = host
         self._ports_given = (http_port, grpc_port, metrics_port)
         self.metrics = metrics
+        self.preferred_ports = preferred_ports
+        self.port_note: str | None = None  # which preferred ports were taken, and what was used instead
         if model_control_mode not in ("none", "explicit", "poll"):
             raise ServerError(
                 f"unknown model control mode '{model_control_mode}'", fix="use one of none, explicit, poll"
@@ -202,6 +208,15 @@ class TritonServer:
                 fix="export a model first or pass the folder that holds <model>/config.pbtxt",
                 where=str(self.model_repository),
             )
+        if self.model_control_mode == "none" and not any(
+                p.is_dir() and not p.name.startswith(".") for p in self.model_repository.iterdir()):
+            # Triton starts on it and reports READY, serving nothing: almost always the wrong folder
+            raise ServerError(
+                "the model repository holds no model folders: the server would serve nothing",
+                fix="pass the folder that holds <model>/config.pbtxt (e.g. the --out of tei-export trace), or "
+                    "export a model into this one",
+                where=str(self.model_repository),
+            )
         if self._binary is None:
             arg = self._binary_arg
             self._binary = find_tritonserver(None if arg is None else str(arg))
@@ -212,7 +227,7 @@ class TritonServer:
                          *self.backends.notes]
         attempts = 1 if all(p is not None for p in self._ports_given[:2]) else 3
         for attempt in range(attempts):
-            self._launch()
+            self._launch(self.preferred_ports if attempt == 0 else None)  # a retry: the usual ports were raced
             try:
                 self._wait_ready()
                 return self
@@ -230,13 +245,15 @@ class TritonServer:
                 raise
         return self
 
-    def _launch(self) -> None:
-        http_port, grpc_port, metrics_port = self._ports_given
+    def _launch(self, preferred: tuple[int, int, int] | None) -> None:
         self._exit_code, self._stopping, self._ready_log_size = None, False, 0
-        self.http_port = http_port or free_port(self.host)
-        self.grpc_port = grpc_port or free_port(self.host)
-        while self.grpc_port == self.http_port:
-            self.grpc_port = free_port(self.host)
+        ports = choose_ports(self.host, self._ports_given, metrics=self.metrics, preferred=preferred)
+        self.http_port, self.grpc_port, self.metrics_port = ports.http, ports.grpc, ports.metrics
+        self.port_note = ports.note(self.host)
+        if self.preferred_ports and not preferred:
+            self.port_note = (f"Triton's usual ports were taken on {self.host} as the server started: using HTTP "
+                              f"{ports.http}, gRPC {ports.grpc}" + (f", metrics {ports.metrics}" if self.metrics else "")
+                              + " instead")
         assert self._binary is not None and self.backends is not None
         self.view = present_repository(self.model_repository, self.backends.aoti_backend)
         cmd = [
@@ -258,7 +275,6 @@ class TritonServer:
             # process (importing torch) per model just to ask model.py for a config
             cmd.append("--disable-auto-complete-config")
         if self.metrics:
-            self.metrics_port = metrics_port or free_port(self.host)
             cmd += [f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}"]
         else:
             cmd.append("--allow-metrics=false")
