@@ -65,6 +65,22 @@ def _backend_option(func):
                         callback=_backend_choice, help=BACKEND_HELP)(func)
 
 
+def _endpoint(url: str | None, protocol: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """--url and --protocol -> (host:port or None, protocols). A scheme chooses the protocol (http:// is the HTTP
+    port, grpc:// the gRPC one); without one, --url means gRPC, and without --url both are checked."""
+    from .triton_client import parse_url
+
+    if url is None:
+        protocol = protocol or "both"
+        return None, ("http", "grpc") if protocol == "both" else (protocol,)
+    endpoint = parse_url(url)
+    if protocol and endpoint.protocol and protocol != endpoint.protocol:
+        raise TeiExportError(f"--url {url} names a {endpoint.protocol} port but --protocol says {protocol}",
+                             fix=f"drop --protocol, or give the {protocol} port")
+    protocol = protocol or endpoint.protocol or "grpc"
+    return endpoint.address, ("http", "grpc") if protocol == "both" else (protocol,)
+
+
 class _PoolingChoice(click.Choice):
     """One spelling per pooling mode in --help; sentence-transformers' other spellings are accepted too."""
 
@@ -236,10 +252,13 @@ def _serve(server) -> None:
 
 @main.command()
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--url", help="A running Triton (host:port); without it a server is started and stopped here.")
+@click.option("--url", help="A running Triton: http://HOST:PORT (its HTTP port), HOST:PORT or grpc://HOST:PORT (its "
+                            "gRPC port), as serve prints them; without it a server is started and stopped here.")
 @click.option("--protocol", type=click.Choice(["http", "grpc", "both"]), default=None,
-              help="Protocol(s) to verify over (default: both; with --url: grpc).")
-@click.option("--model", "names", multiple=True, help="Verify only this model (repeatable).")
+              help="Protocol(s) to verify over (default: both; with --url: its scheme's, else grpc).")
+@click.option("--model", "names", multiple=True,
+              help="Verify only this model (repeatable): NAME (token ids) or NAME_text (text), as the report names "
+                   "them.")
 @click.option("--corpus-size", type=int, default=48, show_default=True, help="Docstring sentences (+ edge cases).")
 @click.option("--tritonserver", "binary", help="tritonserver binary for the server started here.")
 @click.option("--no-libtorch-check", is_flag=True, help="Skip the C++ LibTorch load-and-run check.")
@@ -253,9 +272,7 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
     from .checks.verify import verify_repository
     from .errors import VerificationError
 
-    if protocol is None:
-        protocol = "grpc" if url else "both"
-    protocols = ("http", "grpc") if protocol == "both" else (protocol,)
+    url, protocols = _endpoint(url, protocol)
     report = verify_repository(repository, url=url, protocols=protocols, names=list(names) or None,
                                corpus_size=corpus_size, libtorch=not no_libtorch_check,
                                server_options={k: v for k, v in (("binary", binary), ("backend", backend)) if v},
@@ -504,7 +521,8 @@ def backend_status(repository, binary, backend):
               help="Protocol(s) to send over (default: both; with --url: grpc).")
 @click.option("--max-seconds", type=float, default=1800.0, show_default=True,
               help="Time bound: no new request after this many seconds (the soak then fails as incomplete).")
-@click.option("--url", help="A running Triton (host:port) instead of one started here; its memory is not sampled.")
+@click.option("--url", help="A running Triton instead of one started here (http://HOST:PORT, or HOST:PORT for gRPC); "
+                            "its memory is not sampled.")
 @click.option("--tritonserver", "binary", help="tritonserver binary for the server started here.")
 @click.option("--corpus-size", type=int, default=48, show_default=True,
               help="Docstring sentences of the verify corpus (+ its edge cases), cycled to --requests.")
@@ -525,11 +543,9 @@ def soak(repository, model, requests, concurrency, protocol, max_seconds, url, b
     from .checks.soak import SoakOptions, run_soak
     from .errors import VerificationError
 
-    if protocol is None:
-        protocol = "grpc" if url else "both"
-    options = SoakOptions(repository, model, requests=requests, concurrency=concurrency,
-                          protocols=("http", "grpc") if protocol == "both" else (protocol,), backend=backend,
-                          max_seconds=max_seconds, url=url, binary=binary, corpus_size=corpus_size,
+    url, protocols = _endpoint(url, protocol)
+    options = SoakOptions(repository, model, requests=requests, concurrency=concurrency, protocols=protocols,
+                          backend=backend, max_seconds=max_seconds, url=url, binary=binary, corpus_size=corpus_size,
                           request_timeout_s=request_timeout)
     report = run_soak(options, progress=_progress_printer(sys.stderr.isatty() and not as_json))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
