@@ -149,3 +149,33 @@ def test_readme_serve_example_matches_serve():
     assert "localhost:8000" not in readme
     for line in ("HTTP:    http://127.0.0.1:8000", "gRPC:    127.0.0.1:8001", "metrics: http://127.0.0.1:8002/metrics"):
         assert line in readme, line
+
+
+def test_backend_status_tells_one_truth(binary, nvidia_backend, tmp_path, monkeypatch):
+    """Where a build comes from (the set-up's vendored sources when they are beside the checkout) and which cached
+    builds this server and torch can use: the one serving is listed as usable, a build for another torch is not."""
+    from dataclasses import replace
+
+    from exporter.triton.backend_build import cached_builds
+    from exporter.triton.status import backend_status, build_line, sources_line
+
+    monkeypatch.delenv("TEI_EXPORT_BACKEND_SOURCE", raising=False)
+    checkout = tmp_path / "project"
+    checkout.mkdir()
+    assert "clones from GitHub" in sources_line("r24.10", checkout) and "vendor" not in sources_line("r24.10",
+                                                                                                        checkout)
+    vendor = tmp_path / "shared" / "vendor" / "triton-r24.10"
+    vendor.mkdir(parents=True)
+    line = sources_line("r24.10", checkout)
+    assert f"{vendor} for the set-up" in line and f"--source {vendor}" in line
+    monkeypatch.setenv("TEI_EXPORT_BACKEND_SOURCE", str(vendor))
+    assert sources_line("r24.10", checkout).startswith(f"{vendor} ($TEI_EXPORT_BACKEND_SOURCE)")
+
+    status = backend_status(binary, "nvidia")
+    serving = [line for line in status.builds if str(status.chosen.library.parent) in line]
+    if status.chosen.library.parent.parent.name == "nvidia-pytorch-backend":  # a build of the cache serves
+        assert len(serving) == 1 and serving[0].endswith("usable here"), status.builds
+    build = next(iter(cached_builds()), None)
+    if build is not None:
+        other = replace(build, torch_version="0.0.1+other")
+        assert "not usable here (built against torch 0.0.1+other" in build_line(other, binary)
