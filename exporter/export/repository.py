@@ -37,8 +37,12 @@ def validate_model_name(name: str) -> str:
 
 
 def default_model_name(source: str) -> str:
-    """A model name from a hub id or folder: 'BAAI/bge-small-en-v1.5' -> 'bge-small-en-v1.5'."""
-    base = Path(source.rstrip("/\\")).name or "model"
+    """A model name from a hub id or folder: 'BAAI/bge-small-en-v1.5' -> 'bge-small-en-v1.5'; a folder whose name
+    says nothing ('model', 'snapshot', a hash) is named as the model calls itself (see :mod:`.naming`)."""
+    from .naming import name_from_folder
+
+    folder = Path(source.rstrip("/\\"))
+    base = (name_from_folder(folder) if folder.is_dir() else None) or folder.name or "model"
     name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", base).strip("-.") or "model"
     return name[:128]
 
