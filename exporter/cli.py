@@ -81,6 +81,15 @@ def _endpoint(url: str | None, protocol: str | None) -> tuple[str | None, tuple[
     return endpoint.address, ("http", "grpc") if protocol == "both" else (protocol,)
 
 
+def _allocator_option(func):
+    from .triton.allocator import ALLOCATOR_ENV, ALLOCATORS
+
+    return click.option("--allocator", type=click.Choice(ALLOCATORS), default=None,
+                        help="Memory allocator of the server: jemalloc (preloaded; glibc's malloc lets the server's "
+                             f"memory creep under ragged load) or system (default: ${ALLOCATOR_ENV}, else "
+                             "jemalloc).")(func)
+
+
 class _PoolingChoice(click.Choice):
     """One spelling per pooling mode in --help; sentence-transformers' other spellings are accepted too."""
 
@@ -202,9 +211,10 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
 @click.option("--metrics/--no-metrics", default=True, show_default=True,
               help="Serve Triton's Prometheus metrics (nv_inference_*) at http://HOST:METRICS_PORT/metrics.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), help="Server log file.")
+@_allocator_option
 @_backend_option
 @_friendly_errors
-def serve(repository, binary, host, http_port, grpc_port, metrics_port, metrics, log_path, backend):
+def serve(repository, binary, host, http_port, grpc_port, metrics_port, metrics, log_path, allocator, backend):
     """Serve REPOSITORY with tritonserver until Ctrl-C.
 
     Starts tritonserver on REPOSITORY on Triton's usual ports (8000 HTTP, 8001 gRPC, 8002 metrics; a free port, and
@@ -215,7 +225,7 @@ def serve(repository, binary, host, http_port, grpc_port, metrics_port, metrics,
 
     server = TritonServer(repository, binary=binary, host=host, http_port=http_port, grpc_port=grpc_port,
                           metrics_port=metrics_port, metrics=metrics, preferred_ports=TRITON_PORTS,
-                          log_path=log_path, backend=backend)
+                          log_path=log_path, backend=backend, allocator=allocator)
     click.echo(f"starting tritonserver on {repository} ...", err=True)
     # SIGTERM (a supervisor) and SIGINT (Ctrl-C, or `kill -INT` of a background job that inherited it ignored) stop
     # the server like Ctrl-C does.
@@ -232,6 +242,7 @@ def _serve(server) -> None:
             click.echo(f"WARNING: {server.port_note}", err=True)
         click.echo(f"server:  {server.binary.describe()}")
         click.echo(f"backend: {server.backends.describe()}")
+        click.echo(f"memory:  {server.memory.describe()}")
         if server.view.presented:
             click.echo(f"note:    {server.view.describe()}")
         click.echo(f"models:  {', '.join(server.models)} (all READY)")
@@ -263,9 +274,10 @@ def _serve(server) -> None:
 @click.option("--tritonserver", "binary", help="tritonserver binary for the server started here.")
 @click.option("--no-libtorch-check", is_flag=True, help="Skip the C++ LibTorch load-and-run check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_allocator_option
 @_backend_option
 @_friendly_errors
-def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_check, as_json, backend):
+def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_check, as_json, allocator, backend):
     """Check Triton's embeddings against sentence-transformers.
 
     Compares what Triton returns for every exported model in REPOSITORY with eager sentence-transformers."""
@@ -275,7 +287,8 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
     url, protocols = _endpoint(url, protocol)
     report = verify_repository(repository, url=url, protocols=protocols, names=list(names) or None,
                                corpus_size=corpus_size, libtorch=not no_libtorch_check,
-                               server_options={k: v for k, v in (("binary", binary), ("backend", backend)) if v},
+                               server_options={k: v for k, v in (("binary", binary), ("backend", backend),
+                                                                 ("allocator", allocator)) if v},
                                progress=_progress_printer(sys.stderr.isatty() and not as_json))
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..errors import ServerError
+from .allocator import Allocator, choose_allocator
 from .backends import BackendSetup, prepare_backends
 from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
 from .hazards import explains_abort, interop_hazards
@@ -75,6 +76,8 @@ class TritonServer:
       :mod:`exporter.triton.backends`); ``backends``: an already prepared :class:`BackendSetup` instead.
     * ``cache_dir``: where assembled backend folders are kept (see :func:`~exporter.triton.backends.prepare_backends`).
     * ``env``: base environment instead of ``os.environ`` (the binary's additions and the venv ``bin`` still apply).
+    * ``allocator``: ``jemalloc`` (preloaded, the default) or ``system`` (glibc's malloc); None: ``$TEI_EXPORT_ALLOCATOR``,
+      else jemalloc (see :mod:`~exporter.triton.allocator`); ``memory`` then says which the server runs with.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class TritonServer:
         cache_dir: str | os.PathLike | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        allocator: str | None = None,
     ):
         self.model_repository = Path(model_repository).absolute()
         self._binary_arg = binary
@@ -126,6 +130,7 @@ class TritonServer:
         self.cache_dir = cache_dir
         self.extra_args = tuple(extra_args)
         self._base_env = env
+        self.memory: Allocator = choose_allocator(allocator, env)  # checked here: a wrong name fails before a start
         self._binary: TritonBinary | None = binary if isinstance(binary, TritonBinary) else None
         self.backend_choice = backend
         self.backends: BackendSetup | None = backends
@@ -225,6 +230,9 @@ class TritonServer:
         explicit = self.model_control_mode == "explicit" and "*" not in self.load_models
         self.warnings = [*interop_hazards(self.model_repository, list(self.load_models) if explicit else None),
                          *self.backends.notes]
+        if self.memory.missing:
+            self.warnings.append(f"the server runs on glibc malloc, whose memory creeps under ragged load: "
+                                 f"{self.memory.why}")
         attempts = 1 if all(p is not None for p in self._ports_given[:2]) else 3
         for attempt in range(attempts):
             self._launch(self.preferred_ports if attempt == 0 else None)  # a retry: the usual ports were raced
@@ -296,9 +304,10 @@ class TritonServer:
         self._log_file.write(("$ " + " ".join(cmd) + "\n").encode())
         if self.view.presented:
             self._log_file.write(f"tei-export: {self.view.describe()}\n".encode())
+        self._log_file.write(f"tei-export: memory: {self.memory.describe()}\n".encode())
         self._log_file.flush()
         self._compat_state = Path(tempfile.mkdtemp(prefix="tei-export-compat-state-"))
-        env = self._binary.environment(self._base_env)
+        env = self.memory.environment(self._binary.environment(self._base_env))
         env[COMPAT_STATE_ENV] = str(self._compat_state)
         try:
             self._proc = spawn_server(cmd, env, self._log_file)
@@ -459,6 +468,11 @@ class TritonServer:
                 self._log_file = None
             with _LIVE_LOCK:
                 _LIVE_SERVERS.discard(self)
+
+    def describe(self) -> str:
+        """Which server, which backend, which allocator: what a report names as what it measured."""
+        assert self._binary is not None and self.backends is not None
+        return f"{self._binary.describe()}; {self.backends.describe()}; memory: {self.memory.describe()}"
 
     def served_by(self, name: str) -> str:
         """Which backend serves model ``name``, from its config as the running server reports it."""
