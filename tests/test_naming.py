@@ -64,4 +64,5 @@ def test_folders_that_say_nothing(tiny, tmp_path):
 def test_export_uses_the_name(tiny, tmp_path):
     folder = _copy(tiny, tmp_path / "src" / "model", card="# tiny-card-name\n")
     result = export_model(str(folder), ExportOptions(out=tmp_path / "repo", max_batch_size=2))
-    assert result.target.name == "tiny-card-name" and (tmp_path / "repo" / "tiny-card-name" / "1" / "model.pt").is_file()
+    assert result.target.name == "tiny-card-name"
+    assert (tmp_path / "repo" / "tiny-card-name" / "1" / "model.pt").is_file()

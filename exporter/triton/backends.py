@@ -31,7 +31,7 @@ from pathlib import Path
 from ..cache import cache_dir, install
 from ..errors import ServerError
 from ..libtorch import installed_libtorch
-from .backend_build import LIBRARY, BuiltBackend, find_built_backend
+from .built_backends import LIBRARY, BuiltBackend, find_built_backend
 from .binary import TritonBinary, pytriton_server_root
 
 CHOICES = ("auto", "nvidia", "compat")

@@ -76,8 +76,8 @@ class TritonServer:
       :mod:`exporter.triton.backends`); ``backends``: an already prepared :class:`BackendSetup` instead.
     * ``cache_dir``: where assembled backend folders are kept (see :func:`~exporter.triton.backends.prepare_backends`).
     * ``env``: base environment instead of ``os.environ`` (the binary's additions and the venv ``bin`` still apply).
-    * ``allocator``: ``jemalloc`` (preloaded, the default) or ``system`` (glibc's malloc); None: ``$TEI_EXPORT_ALLOCATOR``,
-      else jemalloc (see :mod:`~exporter.triton.allocator`); ``memory`` then says which the server runs with.
+    * ``allocator``: ``jemalloc`` (preloaded, the default) or ``system`` (glibc's malloc); None:
+      ``$TEI_EXPORT_ALLOCATOR``, else jemalloc (see :mod:`~exporter.triton.allocator`); ``memory`` then says which the server runs with.
     """
 
     def __init__(
@@ -259,9 +259,9 @@ class TritonServer:
         self.http_port, self.grpc_port, self.metrics_port = ports.http, ports.grpc, ports.metrics
         self.port_note = ports.note(self.host)
         if self.preferred_ports and not preferred:
+            metrics = f", metrics {ports.metrics}" if self.metrics else ""
             self.port_note = (f"Triton's usual ports were taken on {self.host} as the server started: using HTTP "
-                              f"{ports.http}, gRPC {ports.grpc}" + (f", metrics {ports.metrics}" if self.metrics else "")
-                              + " instead")
+                              f"{ports.http}, gRPC {ports.grpc}{metrics} instead")
         assert self._binary is not None and self.backends is not None
         self.view = present_repository(self.model_repository, self.backends.aoti_backend)
         cmd = [

@@ -9,7 +9,7 @@ from ..errors import BackendBuildError, ConfigError
 from ..export.repository import models
 from ..export.triton_config import read_config
 from ..libtorch import installed_libtorch
-from .backend_build import BuiltBackend, cached_builds
+from .built_backends import BuiltBackend, cached_builds
 from .backend_source import SOURCE_ENV
 from .backends import COMPAT_BACKEND_NAME, BackendSetup, resolve
 from .binary import TritonBinary, find_tritonserver
