@@ -402,8 +402,8 @@ def checks_wanted(repo: Path, names: list[str] | None) -> tuple[list[ExportedMod
         else:
             choices = sorted(exported | {f"{m}{TEXT_SUFFIX}" for m in exported
                                          if (repo / f"{m}{TEXT_SUFFIX}" / "config.pbtxt").is_file()})
-            raise VerificationError(f"--model {name}: verify checks no model of that name here",
-                                    fix=f"choose from {', '.join(choices)}", where=str(repo))
+            raise VerificationError(f"no exported model named {name} in the repository (--model takes a model as the "
+                                    "report names it)", fix=f"choose from {', '.join(choices)}", where=str(repo))
     return [m for m in everything if m.name in wanted], wanted
 
 
@@ -434,7 +434,7 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
                 with TritonClient(url, protocols[0]) as c:
                     description = f"Triton {c.server_version()} at {url}"
             except Exception as err:  # refused, a name that does not resolve, the other protocol's port
-                raise VerificationError(f"no Triton answers {protocols[0]} at {url}: {first_line(err, 200)}",
+                raise VerificationError(f"no Triton answers at {url} over {protocols[0]}: {first_line(err, 200)}",
                                         fix="start one (tei-export serve REPOSITORY prints its addresses), or check "
                                             "--url and --protocol (HTTP port: http://HOST:PORT; gRPC: HOST:PORT)"
                                         ) from None
