@@ -120,6 +120,8 @@ def main(verbose: bool) -> None:
               help="Pooling mode (default: from the model's 1_Pooling/config.json).")
 @click.option("--normalize/--no-normalize", default=None, help="L2-normalise (default: as modules.json says).")
 @click.option("--max-seq-len", type=int, help="Max tokens (default: sentence_bert_config.json max_seq_length).")
+@click.option("--dims", type=int, help="Matryoshka: keep the first N values of each embedding, normalised again when "
+                                       "the model normalises (default: the model's own truncate_dim, else all).")
 @click.option("--revision", help="Hub revision (branch, tag or commit).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code shipped with the model.")
 @click.option("--int32", is_flag=True, help="Declare token inputs TYPE_INT32 instead of TYPE_INT64.")
@@ -161,7 +163,7 @@ def main(verbose: bool) -> None:
                                              "(default; capped at max_seq_len).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @_friendly_errors
-def trace(model, out, name, version, force, pooling, normalize, max_seq_len, revision, trust_remote_code, int32,
+def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dims, revision, trust_remote_code, int32,
           token_embeddings, dtype, device, fmt, batching, ragged_token_budget, max_batch_size, instances, kind,
           max_queue_delay_us, preferred, intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup,
           with_tokenizer, buckets, as_json):
@@ -173,7 +175,7 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
 
     options = ExportOptions(
         out=out, name=name, version=version, force=force, pooling=pooling, normalize=normalize,
-        max_seq_len=max_seq_len, revision=revision, trust_remote_code=trust_remote_code, int32=int32,
+        max_seq_len=max_seq_len, dims=dims, revision=revision, trust_remote_code=trust_remote_code, int32=int32,
         token_embeddings=token_embeddings, dtype=dtype, device=device, format=fmt, batching=batching,
         ragged_token_budget=ragged_token_budget, max_batch_size=max_batch_size,
         instances=instances, kind=kind, max_queue_delay_us=max_queue_delay_us, preferred_batch_sizes=preferred,
@@ -195,7 +197,7 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
     click.echo(f"exported {result.target.name} version {result.target.version} -> {result.target.version_dir}")
     click.echo(f"pooling {result.spec.pooling}, normalize {result.spec.normalize}, "
                f"max_seq_len {result.spec.max_seq_len}, inputs {', '.join(t.name for t in result.config.inputs)}, "
-               f"batching {result.metadata.batching}")
+               f"variant {result.metadata.variant}" + (f", dims {result.spec.dims}" if result.spec.dims else ""))
     click.echo("parity against sentence-transformers:")
     click.echo(result.parity.table())
 

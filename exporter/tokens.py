@@ -5,6 +5,7 @@ of lengths can be merged while each one stays close to its real length.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -21,11 +22,11 @@ def load_tokenizer(version_dir: Path, tokenizer_dir: str = "tokenizer"):
     return AutoTokenizer.from_pretrained(str(Path(version_dir) / tokenizer_dir))
 
 
-def request_buckets(batching: str, concurrent: bool) -> tuple[int, ...] | None:
+def request_buckets(variant: str, concurrent: bool) -> tuple[int, ...] | None:
     """The lengths a client pads its one-text requests to: ``DEFAULT_BUCKETS`` when requests run ``concurrent``ly to a
     padded export, whose batcher merges only equal lengths; None (each text as it is) for a lone client, and for a
     ragged export, which merges any lengths and has no attention mask (padding would be read as tokens)."""
-    return DEFAULT_BUCKETS if concurrent and batching != "ragged" else None
+    return DEFAULT_BUCKETS if concurrent and variant != "ragged" else None
 
 
 def bucket_length(longest: int, max_seq_len: int, buckets: tuple[int, ...] = DEFAULT_BUCKETS) -> int:
@@ -77,3 +78,28 @@ def encode_batch(tokenizer, texts: list[str], max_seq_len: int, input_names: Seq
                 out[row, : len(ids)] = values
         arrays[name] = out
     return arrays
+
+
+@dataclass(frozen=True)
+class RequestBuilder:
+    """Texts -> the token arrays one request of an exported model carries, from its recorded client contract
+    (variant, inputs, max length) and the inputs the server declares. verify, soak and tune all build requests here."""
+
+    tokenizer: object
+    max_seq_len: int
+    names: tuple[str, ...]  # the served config inputs, in order
+    dtype: object  # their numpy dtype
+    buckets: tuple[int, ...] | None
+    model_inputs: tuple[str, ...]  # the export's own input names (resolve INPUT__<n>)
+
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return encode_batch(self.tokenizer, texts, self.max_seq_len, self.names, self.dtype, self.buckets,
+                            model_inputs=self.model_inputs)
+
+
+def request_builder(meta, tokenizer, served, concurrent: bool) -> RequestBuilder:
+    """The builder for an export's recorded ``meta`` (tei_export.json) served as ``served`` (its inputs as the server
+    reports them), for requests sent ``concurrent``ly or one at a time."""
+    return RequestBuilder(tokenizer, meta.max_seq_len, tuple(t.name for t in served.inputs),
+                          served.inputs[0].numpy_dtype, request_buckets(meta.variant, concurrent),
+                          tuple(meta.input_names))

@@ -6,12 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .tensor_types import numpy_dtype, wire_type
+
 PROTOCOLS = ("http", "grpc")
-# Triton config type -> (wire datatype, numpy dtype)
-WIRE_TYPES = {
-    "TYPE_INT64": ("INT64", np.int64), "TYPE_INT32": ("INT32", np.int32), "TYPE_FP32": ("FP32", np.float32),
-    "TYPE_FP16": ("FP16", np.float16), "TYPE_STRING": ("BYTES", np.object_), "TYPE_BOOL": ("BOOL", np.bool_),
-}
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ class ServedTensor:
 
     @property
     def numpy_dtype(self):
-        return WIRE_TYPES[self.data_type][1]
+        return numpy_dtype(self.data_type)
 
 
 @dataclass(frozen=True)
@@ -131,9 +128,7 @@ class TritonClient:
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         wire = []
         for name, array in inputs.items():
-            datatype = "BYTES" if array.dtype == np.object_ else {
-                np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32",
-                np.dtype(np.float16): "FP16", np.dtype(np.bool_): "BOOL"}[array.dtype]
+            datatype = wire_type(array.dtype)
             tensor = self._m.InferInput(name, list(array.shape), datatype)
             tensor.set_data_from_numpy(array)
             wire.append(tensor)

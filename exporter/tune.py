@@ -141,27 +141,24 @@ class TuneReport:
 
 
 def rewrite_config(text: str, trial: Trial, name: str | None = None) -> str:
-    """``text`` (a config.pbtxt) with the trial's settings, via Triton's ModelConfig protobuf."""
-    from google.protobuf import text_format
+    """``text`` (a config.pbtxt) with the trial's settings, through the typed config and its template (the source
+    named in its header is kept)."""
+    from dataclasses import replace
 
-    from .export.triton_config import parse_pbtxt
+    from .export.triton_config import DynamicBatching, InstanceGroup, parse_typed
 
-    config = parse_pbtxt(text)
-    if name is not None:
-        config.name = name
-    config.parameters["INTRA_OP_THREAD_COUNT"].string_value = str(trial.intra_op_threads)
+    config, source = parse_typed(text)
+    parameters = [(k, v) for k, v in config.parameters if k not in ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT")]
+    threads = [("INTRA_OP_THREAD_COUNT", str(trial.intra_op_threads))]
     if trial.inter_op_threads:
-        config.parameters["INTER_OP_THREAD_COUNT"].string_value = str(trial.inter_op_threads)
-    elif "INTER_OP_THREAD_COUNT" in config.parameters:
-        del config.parameters["INTER_OP_THREAD_COUNT"]
-    if not config.instance_group:
-        from tritonclient.grpc import model_config_pb2
-
-        config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
-    for group in config.instance_group:
-        group.count = trial.instances
-    config.dynamic_batching.max_queue_delay_microseconds = trial.max_queue_delay_us
-    return text_format.MessageToString(config)
+        threads.append(("INTER_OP_THREAD_COUNT", str(trial.inter_op_threads)))
+    groups = config.instance_group or (InstanceGroup(),)
+    config = replace(
+        config, name=name or config.name, parameters=tuple(threads + parameters),
+        instance_group=tuple(replace(g, count=trial.instances) for g in groups),
+        dynamic_batching=replace(config.dynamic_batching or DynamicBatching(),
+                                 max_queue_delay_microseconds=trial.max_queue_delay_us))
+    return config.render(source=source)
 
 
 def _trial_repository(model_dir: Path, trial: Trial, root: Path) -> Path:
@@ -174,8 +171,7 @@ def _trial_repository(model_dir: Path, trial: Trial, root: Path) -> Path:
     for child in model_dir.iterdir():
         if child.is_dir() and child.name.isdigit():
             (dest / child.name).symlink_to(child.resolve(), target_is_directory=True)
-    (dest / "config.pbtxt").write_text(rewrite_config((model_dir / "config.pbtxt").read_text(), trial),
-                                       encoding="utf-8")
+    (dest / "config.pbtxt").write_text(rewrite_config((model_dir / "config.pbtxt").read_text(), trial), encoding="utf-8")
     return repo
 
 
@@ -185,25 +181,25 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
     from .bench.measure import parity_of, percentiles
     from .bench.workloads import build_workloads
     from .checks.parity import tolerance_for
-    from .checks.verify import exported_models, reference_for
-    from .tokens import encode_batch, load_tokenizer, request_buckets
+    from .export.reader import exported_models
+    from .tokens import request_builder
     from .triton.server import TritonServer
 
     options.validate()
     say = progress or (lambda _m: None)
     target = exported_models(Path(options.repository), [options.model])[0]
     meta = target.metadata
-    if meta.format != "torchscript":
+    if meta.variant == "pt2":
         raise TeiExportError(f"{options.model} is a {meta.format} export, served with max_batch_size 0 and no dynamic "
                              "batching, so there is no queue delay to tune",
                              fix="tune a TorchScript export; set a pt2 model's instance count and threads by hand",
                              where=str(target.model_dir))
-    tokenizer = load_tokenizer(target.version_dir, meta.tokenizer_dir)
+    tokenizer = target.tokenizer()
     texts = build_workloads(tokenizer, meta.max_seq_len,
                             BenchOptions(Path(options.repository), options.model, workloads=("short",),
                                          short_texts=options.texts))["short"]
     say(f"eager sentence-transformers on {len(texts)} sentences")
-    expected = reference_for(meta).encode(texts, convert_to_numpy=True, normalize_embeddings=False).astype(np.float64)
+    expected = target.reference().encode(texts).astype(np.float64)
     tolerance = tolerance_for(meta.dtype, meta.device)
     report = TuneReport(options.model, options.objective, options.p95_budget_ms)
     load = BenchOptions(Path(options.repository), options.model, max_calls=options.max_calls,
@@ -222,13 +218,10 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                     report.server = server.describe()
                     with TritonClient(server.grpc_url, "grpc") as admin:
                         served = admin.model(options.model)
-                    names = [t.name for t in served.inputs]
-                    dtype = served.inputs[0].numpy_dtype
                     output = served.outputs[0].name
                     # every trial is measured under load, so requests are padded as concurrent ones are
-                    buckets = request_buckets(meta.batching, concurrent=True)
-                    requests = [encode_batch(tokenizer, [t], meta.max_seq_len, names, dtype, buckets,
-                                             model_inputs=meta.input_names) for t in texts]
+                    build = request_builder(meta, tokenizer, served, concurrent=True)
+                    requests = [build([t]) for t in texts]
                     got = send_all(server.grpc_url, "grpc", options.model, requests, output, options.concurrency)
                     parity = parity_of(expected, got, tolerance)
                     result.parity_passed, result.min_cosine = parity.passed, parity.min_cosine

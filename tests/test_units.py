@@ -62,12 +62,22 @@ def test_roberta_positions_exclude_padding_offset(tmp_path):
 
 
 def test_remote_code_needs_opt_in(tmp_path):
+    """A checkpoint naming its own code (auto_map) loads with the native class only when every weight maps onto it;
+    otherwise the error names the keys and --trust-remote-code."""
+    from safetensors.torch import load_file, save_file
+
+    from exporter.export.reference import load_reference
+
     src = Path(random_model(tmp_path / "r", "bert"))
     cfg = json.loads((src / "config.json").read_text())
     cfg["auto_map"] = {"AutoModel": "modeling_x.XModel"}
     (src / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(Exception, match="--trust-remote-code"):
-        read_spec(str(src))
+    weights = load_file(str(src / "model.safetensors"))
+    renamed = {k.replace("pooler.dense", "pooler.projection"): v for k, v in weights.items()}
+    save_file(renamed, str(src / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(Exception, match="--trust-remote-code") as info:
+        load_reference(read_spec(str(src)))
+    assert "pooler.projection" in str(info.value) and "auto_map" in str(info.value)
 
 
 def _config(**changes):

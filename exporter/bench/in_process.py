@@ -8,13 +8,12 @@ from pathlib import Path
 import torch
 
 
-def sibling_export(repo: Path, meta, dtype: str, fmt: str, batching: str = "padded"):
-    """An export in ``repo`` of the same source in ``dtype``, format ``fmt`` and ``batching``, or None."""
-    from ..checks.verify import exported_models
+def sibling_export(repo: Path, meta, dtype: str, variant: str):
+    """An export in ``repo`` of the same source in ``dtype`` and ``variant`` (padded, ragged, pt2), or None."""
+    from ..export.reader import exported_models
 
     return next((m for m in exported_models(repo) if m.metadata.source_path == meta.source_path
-                 and m.metadata.dtype == dtype and m.metadata.format == fmt and m.metadata.batching == batching),
-                None)
+                 and m.metadata.dtype == dtype and m.metadata.variant == variant), None)
 
 
 def pt2_module(repo: Path, meta, wrapper, spec, example, scratch: Path):
@@ -32,14 +31,13 @@ def pt2_module(repo: Path, meta, wrapper, spec, example, scratch: Path):
 def bf16_module(repo: Path, meta, reference, spec, example):
     """The repository's bf16 export of the same source if there is one, else one traced here (same recipe)."""
     from ..export.pipeline import DTYPES
-    from ..export.reference import encoder_of
     from ..export.tracing import trace
-    from ..export.wrapper import build_wrapper
+    from ..export.wrapper import wrapper_for
 
-    found = sibling_export(repo, meta, "bfloat16", "torchscript")
+    found = sibling_export(repo, meta, "bfloat16", "padded")
     if found is not None:
         return torch.jit.load(str(found.version_dir / "model.pt")), f"exported model {found.name}"
-    encoder = copy.deepcopy(encoder_of(reference)).to(DTYPES["bfloat16"])
-    wrapper = build_wrapper(encoder, spec.input_names, spec.pooling, spec.normalize)
+    encoder = copy.deepcopy(reference.encoder).to(DTYPES["bfloat16"])
+    wrapper = wrapper_for(spec, reference, encoder)
     return trace(wrapper, example), ("no bf16 export in the repository: traced here with the recipe of "
                                      "`trace --dtype bfloat16` (bf16 encoder, fp32 pooling)")

@@ -54,7 +54,7 @@ def measure_encode(reference, texts: list[str], lengths: list[int], batch: int, 
                    tolerance: Tolerance, flop: FlopModel, peak: float, options: BenchOptions, cell: Cell) -> Cell:
     """``reference.encode(texts, batch_size=batch)`` per timed call: the whole workload, sorted by length inside
     encode() and run in batches of ``batch`` (``lengths``: each text's real token count, for tokens/s and FLOPs)."""
-    got = reference.encode(texts, batch_size=batch, convert_to_numpy=True, normalize_embeddings=False)
+    got = reference.encode(texts, batch_size=batch)
     cell.parity = parity_of(expected, np.asarray(got, dtype=np.float32), tolerance)  # also the warm-up
     ordered = sorted(lengths, reverse=True)  # as encode() orders them: each batch pads to its first text
     call_flops = sum(flop.flops(len(ordered[i:i + batch]), ordered[i]) for i in range(0, len(ordered), batch))
@@ -64,7 +64,7 @@ def measure_encode(reference, texts: list[str], lengths: list[int], batch: int, 
         if k >= options.max_calls or (k > 0 and time.perf_counter() - start >= options.max_seconds):
             break
         t0 = time.perf_counter()
-        reference.encode(texts, batch_size=batch, convert_to_numpy=True, normalize_embeddings=False)
+        reference.encode(texts, batch_size=batch)
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     cell.calls, cell.seqs, cell.seconds = len(latencies), len(latencies) * len(texts), elapsed

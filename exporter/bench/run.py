@@ -25,22 +25,21 @@ from .workloads import build_workloads, token_batches
 
 def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchReport:
     """Measure every mode for ``options.model`` of ``options.repository``; see the module docstring."""
-    from ..checks.verify import exported_models, spec_for
-    from ..export.reference import encoder_of, load_reference
+    from ..export.reader import exported_models
+    from ..export.reference import load_reference
     from ..export.tracing import make_inputs, shape_cases
-    from ..export.wrapper import build_wrapper
-    from ..tokens import load_tokenizer
+    from ..export.wrapper import wrapper_for
 
     options.validate()
     repo = Path(options.repository)
     target = exported_models(repo, [options.model])[0]
     meta = target.metadata
-    if meta.batching == "ragged":
+    if meta.variant == "ragged":
         raise TeiExportError(f"{options.model} is a ragged export; bench measures a padded export and serves the "
                              "ragged export of the same source beside it",
                              fix="pass --model with the name of the padded (default) export of the same model",
                              where=str(target.model_dir))
-    if meta.dtype != "float32" or meta.format != "torchscript":
+    if meta.dtype != "float32" or meta.variant != "padded":
         raise TeiExportError(f"bench compares against a float32 TorchScript export, and {options.model} is "
                              f"{meta.dtype} {meta.format}",
                              fix="pass --model with the name of a float32 TorchScript export (a pt2 or bf16 export of "
@@ -52,15 +51,13 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     peak = machine["matmul_gflop_per_s"]["fp32"]
 
     say(progress, f"loading {options.model}: eager sentence-transformers, TorchScript, tokenizer")
-    spec = spec_for(meta)
+    spec = target.spec()
     reference = load_reference(spec)
-    encoder = encoder_of(reference)
-    flop = FlopModel.of(encoder)
-    tokenizer = load_tokenizer(target.version_dir, meta.tokenizer_dir)
+    flop = FlopModel.of(reference.encoder)
+    tokenizer = target.tokenizer()
     names = tuple(meta.input_names)
     workloads = build_workloads(tokenizer, meta.max_seq_len, options)
-    expected = {w: reference.encode(t, convert_to_numpy=True, normalize_embeddings=False).astype(np.float64)
-                for w, t in workloads.items()}
+    expected = {w: reference.encode(t).astype(np.float64) for w, t in workloads.items()}
     report = BenchReport(
         options={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
         machine=machine,
@@ -75,7 +72,7 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     # -- in-process modes ---------------------------------------------------------------------------------------
     fns: dict[str, Callable] = {}
     report.modes.append(ModeInfo(EAGER, "measured", "SentenceTransformer forward on the same token tensors"))
-    fns[EAGER] = lambda *t: reference(dict(zip(names, t)))["sentence_embedding"]
+    fns[EAGER] = lambda *t: reference.embed(dict(zip(names, t)))
     fns[TS_FP32] = torch.jit.load(str(target.version_dir / "model.pt"))
     report.modes.append(ModeInfo(TS_FP32, "measured", f"{target.version_dir / 'model.pt'}"))
     cases = shape_cases(16, meta.max_seq_len)
@@ -90,7 +87,7 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     else:
         report.modes.append(ModeInfo(TS_BF16, "not measured: --no-bf16"))
     # the fp32 wrapper that trace exports: the ONNX export and a pt2 compiled here start from it
-    wrapper = build_wrapper(encoder, names, spec.pooling, spec.normalize)
+    wrapper = wrapper_for(spec, reference)
     scratch = tempfile.TemporaryDirectory(prefix="tei-export-bench-")
     if options.pt2:
         try:

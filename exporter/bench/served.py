@@ -38,7 +38,7 @@ def serve_and_measure(report, options, repo, target, tokenizer, workloads, expec
     name = options.model
     text_name = f"{name}_text"
     has_text = (repo / text_name).is_dir()
-    ragged = sibling_export(repo, target.metadata, "float32", "torchscript", "ragged")
+    ragged = sibling_export(repo, target.metadata, "float32", "ragged")
     server = None
     if has_text:
         say(progress, f"starting tritonserver on {repo} with the {backend} backend (all models, {text_name} "

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ConfigError, ModelSourceError, TeiExportError, VerificationError
 from ..libtorch import find_compiler, installed_libtorch
+from ..tensor_types import BY_CONFIG, numpy_dtype
 from .parity import tolerance_for
 
 SOURCE = Path(__file__).with_name("cpp") / "libtorch_check.cpp"
@@ -51,12 +52,7 @@ _EXIT_MEANING_PT2 = {
 EXIT_REFUSED_OUTPUT = 6
 
 _NUMPY_TO_WIRE = {np.dtype(np.int64): "int64", np.dtype(np.int32): "int32", np.dtype(np.float32): "float32"}
-_TRITON_TO_NUMPY = {"TYPE_INT64": np.int64, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32}
-# Triton config data_type -> c10 scalar type name, as the C++ program reports it.
-_TRITON_TO_C10 = {
-    "TYPE_BOOL": "Bool", "TYPE_UINT8": "Byte", "TYPE_INT8": "Char", "TYPE_INT16": "Short", "TYPE_INT32": "Int",
-    "TYPE_INT64": "Long", "TYPE_FP16": "Half", "TYPE_FP32": "Float", "TYPE_FP64": "Double",
-}
+_TOKEN_TYPES = ("TYPE_INT64", "TYPE_INT32")
 
 
 class LibtorchRunError(VerificationError):
@@ -392,10 +388,10 @@ def _input_arrays(repo: _Repository, encoding: dict) -> tuple[dict[str, np.ndarr
     declared = repo.metadata.get("input_dtype")
     for inp in repo.config.input:
         type_name = model_config_pb2.DataType.Name(inp.data_type)
-        dtype = _TRITON_TO_NUMPY.get(type_name)
-        if dtype is None:
+        if type_name not in _TOKEN_TYPES:
             raise TeiExportError(f"input '{inp.name}' has data_type {type_name}; token inputs are TYPE_INT64 or "
                                  "TYPE_INT32", where=f"{repo.name}/config.pbtxt")  # fmt: skip
+        dtype = numpy_dtype(type_name)
         if declared and np.dtype(dtype).name != declared:
             raise TeiExportError(
                 f"input '{inp.name}' is {type_name} in config.pbtxt but tei_export.json says input_dtype {declared}",
@@ -457,8 +453,8 @@ def check_libtorch(
     LibTorch runs several calls in one loaded module, as a server would: all texts in one padded batch,
     the shorter texts in a batch of their own, every text alone (no padding), then that shorter batch again
     (after the profiling executor has specialised and optimised the graph). Every row is compared with the eager
-    model on the same token tensors and with ``SentenceTransformer(source).encode(texts)`` (truncating at the
-    exported ``max_seq_len``).
+    model on the same token tensors and with ``SentenceTransformer.encode(texts)``, sentence-transformers built with the
+    export's own module chain and max length (:func:`exporter.export.reader.spec_from_metadata`).
 
     Bounds default to the export's precision (tei_export.json ``dtype``): fp32 max|diff| <= 1e-5 and cosine
     >= 0.99999 per row; pass ``atol``/``min_cosine`` to override (``atol=None``: report max|diff|, do not bound it).
@@ -535,22 +531,22 @@ def check_libtorch(
 
         want_type = model_config_pb2.DataType.Name(config_out.data_type)
         got_type = run.dtypes[0][index] if len(run.dtypes[0]) > index else None
-        if got_type is not None and _TRITON_TO_C10.get(want_type) != got_type:
+        if got_type is not None and BY_CONFIG[want_type].c10 != got_type:
             problems.append(f"output '{config_out.name}' is {got_type} in LibTorch but config.pbtxt says "
                             f"{want_type}; the backend needs them to match exactly")  # fmt: skip
     if len(run.outputs[0]) != max(len(repo.config.output), 1):
         problems.append(f"{'the package' if pt2 else 'forward()'} returned {len(run.outputs[0])} tensors but "
                         f"config.pbtxt declares {len(repo.config.output)} outputs")  # fmt: skip
 
-    # Eager references: the same token tensors through the SentenceTransformer modules, and encode() on the texts.
+    # Eager references, sentence-transformers built with the export's own overrides (pooling, normalize, dims, max
+    # length): the same token tensors through its modules, and encode() on the texts.
     import torch
-    from sentence_transformers import SentenceTransformer
 
-    normalize = bool(repo.metadata["normalize"])
-    st = SentenceTransformer(str(repo.metadata["source"]), device="cpu", model_kwargs={"dtype": torch.float32})
-    st.max_seq_length = max_seq_len
-    reference = st.encode(texts, prompt="", convert_to_numpy=True, normalize_embeddings=normalize, batch_size=32)
-    reference = np.asarray(reference, dtype=np.float32)
+    from ..export.reader import spec_from_metadata
+    from ..export.reference import load_reference
+
+    st = load_reference(spec_from_metadata(repo.metadata))
+    reference = np.asarray(st.encode(texts), dtype=np.float32)
 
     worst_enc, worst_tok = (0.0, 1.0), (0.0, 1.0)
     eager_cache: dict[tuple[int, ...], np.ndarray] = {}
@@ -561,12 +557,8 @@ def check_libtorch(
                             f"({len(rows)}, {reference.shape[1]})")  # fmt: skip
             continue
         if tuple(rows) not in eager_cache:
-            with torch.inference_mode():
-                features = {key: torch.from_numpy(value.astype(np.int64)) for key, value in enc.items()}
-                eager = st(features)["sentence_embedding"]
-                if normalize:
-                    eager = torch.nn.functional.normalize(eager, p=2, dim=1)
-            eager_cache[tuple(rows)] = eager.float().numpy()
+            features = {key: torch.from_numpy(value.astype(np.int64)) for key, value in enc.items()}
+            eager_cache[tuple(rows)] = st.embed(features).numpy()
         tok = _compare(got, eager_cache[tuple(rows)])
         ref = _compare(got, reference[rows])
         worst_tok = (max(worst_tok[0], tok[0]), min(worst_tok[1], tok[1]))

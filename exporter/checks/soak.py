@@ -333,10 +333,10 @@ def run_soak(options: SoakOptions, server=None, progress: Progress | None = None
     from ..bench.machine import cpu_info
     from ..bench.measure import percentiles
     from ..bench.workloads import build_workloads
-    from ..tokens import encode_batch, load_tokenizer, request_buckets
+    from ..export.reader import exported_models
+    from ..tokens import request_builder
     from ..triton.backends import served_by
     from ..triton.server import TritonServer
-    from .verify import exported_models, reference_for
 
     options.validate()
     repo = Path(options.repository)
@@ -373,18 +373,15 @@ def run_soak(options: SoakOptions, server=None, progress: Progress | None = None
 
         with TritonClient(urls[options.protocols[0]], options.protocols[0]) as admin:
             served = admin.model(options.model)
-            names = [t.name for t in served.inputs]
-            tokenizer = load_tokenizer(target.version_dir, meta.tokenizer_dir)
+            tokenizer = target.tokenizer()
             corpus = build_workloads(tokenizer, meta.max_seq_len, BenchOptions(
                 repo, options.model, workloads=("mixed",), mixed_texts=options.corpus_size))["mixed"]
             texts = list(dict.fromkeys(corpus))  # expected rows once per distinct text
-            buckets = request_buckets(meta.batching, options.concurrency > 1)
-            requests = [encode_batch(tokenizer, [t], meta.max_seq_len, names, served.inputs[0].numpy_dtype, buckets,
-                                     model_inputs=meta.input_names) for t in texts]
+            build = request_builder(meta, tokenizer, served, options.concurrency > 1)
+            requests = [build([t]) for t in texts]
             if progress:
                 progress(f"eager sentence-transformers on {len(texts)} distinct texts")
-            expected = reference_for(meta).encode(texts, convert_to_numpy=True,
-                                                  normalize_embeddings=False).astype(np.float64)
+            expected = target.reference().encode(texts).astype(np.float64)
             tolerance = tolerance_for(meta.dtype, meta.device)
             report = SoakReport(options={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
                                 model=options.model, server=described, server_version=version, served_by=who,

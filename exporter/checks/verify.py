@@ -19,8 +19,8 @@ import numpy as np
 
 from ..errors import VerificationError, first_line
 from ..export.metadata import ExportMetadata
-from ..export.repository import METADATA_FILE, latest_version_dir, models
-from ..tokens import encode_batch, load_tokenizer, request_buckets
+from ..export.reader import ExportedModel, exported_models
+from ..tokens import request_builder
 from ..triton.backends import NVIDIA_LABEL, served_by
 from ..triton.hazards import interop_hazards
 from ..triton.server_log import error_summary, lost_stub_message, unhealthy_stub
@@ -152,54 +152,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-@dataclass
-class ExportedModel:
-    """A model of the repository that tei-export wrote (it has tei_export.json)."""
-
-    name: str
-    model_dir: Path
-    version_dir: Path
-    metadata: ExportMetadata
-
-
-def exported_models(repo: Path, names: list[str] | None = None) -> list[ExportedModel]:
-    found = []
-    for model_dir in models(Path(repo)):
-        if names and model_dir.name not in names:
-            continue
-        try:
-            vdir = latest_version_dir(model_dir)
-        except Exception:
-            continue
-        if (vdir / METADATA_FILE).is_file():
-            found.append(ExportedModel(model_dir.name, model_dir, vdir, ExportMetadata.read(vdir)))
-    missing = set(names or ()) - {m.name for m in found}
-    if missing:
-        raise VerificationError(f"no exported model named {', '.join(sorted(missing))} in the repository",
-                                fix="check --model against the folders that have <version>/tei_export.json",
-                                where=str(repo))
-    if not found:
-        raise VerificationError("the repository holds no model exported by tei-export",
-                                fix="run tei-export trace MODEL --out REPOSITORY first", where=str(repo))
-    return found
-
-
-def spec_for(meta: ExportMetadata):
-    """The source model as it was exported (pooling, normalize, max length), from its folder while that exists,
-    else from its hub id at the exported revision."""
-    from ..export.spec import SpecOverrides, read_spec
-
-    source = meta.source_path if Path(meta.source_path).is_dir() else meta.source
-    return read_spec(source, SpecOverrides(meta.pooling, meta.normalize, meta.max_seq_len), revision=meta.revision)
-
-
-def reference_for(meta: ExportMetadata):
-    """The eager sentence-transformers model with the exported semantics (pooling, normalize, max length)."""
-    from ..export.reference import load_reference
-
-    return load_reference(spec_for(meta))
-
-
 def request_rows(served: ServedModel) -> int:
     """The most texts one request may carry: max_batch_size, or with max_batch_size 0 (a pt2 export) any number
     when the first dim is variable, since the batch is then part of the request's own shape."""
@@ -230,11 +182,9 @@ def _error_text(err: Exception) -> str:
 def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], tokenizer, meta: ExportMetadata,
               run: Run, timeout_s: float) -> np.ndarray:
     """Send ``texts`` as requests of ``run.batch`` texts with ``run.concurrency`` in flight; rows in text order."""
-    names = [t.name for t in served.inputs]
-    dtype = served.inputs[0].numpy_dtype
     output = served.outputs[0].name
     chunks = _split(list(range(len(texts))), run.batch)
-    buckets = request_buckets(meta.batching, run.concurrency > 1)
+    build = request_builder(meta, tokenizer, served, run.concurrency > 1)
     local = threading.local()
     clients: list[TritonClient] = []
     lock = threading.Lock()
@@ -247,8 +197,7 @@ def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], to
         return local.client
 
     def one(chunk: list[int]) -> np.ndarray:
-        arrays = encode_batch(tokenizer, [texts[i] for i in chunk], meta.max_seq_len, names, dtype, buckets,
-                              model_inputs=meta.input_names)
+        arrays = build([texts[i] for i in chunk])
         return client().infer(served.name, arrays, [output])[output]
 
     try:
@@ -281,7 +230,7 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
             served = admin.model(model.name)
             check.served_by = served_by(served.backend, served.runtime, served.platform, nvidia_label)
             check.batching = served.max_batch_size > 0
-            ragged = model.metadata.batching == "ragged"
+            ragged = model.variant == "ragged"
             before = admin.statistics(model.name)
             plan = RAGGED_RUNS if ragged and runs is DEFAULT_RUNS else runs
             for run in plan:
@@ -441,13 +390,11 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
             warnings, nvidia_label = interop_hazards(Path(repo)), NVIDIA_LABEL
         report = VerifyReport(server=description, warnings=list(warnings))
         for model in targets:
-            tokenizer = load_tokenizer(model.version_dir, model.metadata.tokenizer_dir)
+            tokenizer = model.tokenizer()
             items = build_corpus(corpus_size, tokenizer=tokenizer, max_seq_len=model.metadata.max_seq_len)
             if progress:
                 progress(f"{model.name}: eager sentence-transformers on {len(items)} texts")
-            reference = reference_for(model.metadata)
-            expected = reference.encode([i.text for i in items], convert_to_numpy=True,
-                                        normalize_embeddings=False).astype(np.float64)
+            expected = model.reference().encode([i.text for i in items]).astype(np.float64)
             for protocol in protocols:
                 if progress:
                     progress(f"{model.name}: requests over {protocol}")

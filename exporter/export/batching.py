@@ -14,3 +14,6 @@ RAGGED_INPUT = "input_ids"
 # backend, 64 clients of mixed-length text, 2 CPU cores: budget 128/256/512/1024/2048/4096 gave 184/195/175/149/101/56
 # seq/s. On a CPU, bigger chunks only add padding work; 256 was best at 64 clients and close to best at 16.
 DEFAULT_TOKEN_BUDGET = 256
+# What a client sends to each variant (tei_export.json ``client``; see variants.py).
+PADDED_TOKENS = "padded tokens"
+RAGGED_TOKENS = "ragged tokens"

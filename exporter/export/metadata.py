@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import RepositoryError
+from .batching import PADDED_TOKENS, RAGGED_TOKENS
 from .repository import METADATA_FILE
 
 TOKENIZER_DIR = "tokenizer"
@@ -20,7 +21,7 @@ class ExportMetadata:
     pooling: str
     normalize: bool
     max_seq_len: int
-    hidden_size: int
+    hidden_size: int  # the width of one embedding row (the Dense output or --dims where the chain has them)
     input_names: list[str]  # what a client sends, in order (ragged: input_ids alone, one text per request)
     input_dtype: str  # "int64" or "int32"
     output_names: list[str]
@@ -37,6 +38,25 @@ class ExportMetadata:
     batching: str = "padded"
     offsets_input: str | None = None
     token_budget: int | None = None  # ragged: rows x padded length per encoder call
+    # The export variant (padded, ragged, pt2; see export/variants.py) and what a client sends to it. Exports made
+    # before variants were recorded get them from format and batching when read.
+    variant: str = ""
+    client: str = ""
+    # The sentence-transformers modules after the Transformer, overrides applied (export/modules.py); exports made
+    # before the chain was recorded get it from pooling and normalize.
+    modules: list = field(default_factory=list)
+    dims: int | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        if not self.variant:
+            variant = "pt2" if self.format == "pt2" else ("ragged" if self.batching == "ragged" else "padded")
+            object.__setattr__(self, "variant", variant)
+        if not self.client:
+            object.__setattr__(self, "client", RAGGED_TOKENS if self.variant == "ragged" else PADDED_TOKENS)
+        if not self.modules:
+            chain = [{"kind": "Pooling", "mode": self.pooling}] + ([{"kind": "Normalize"}] if self.normalize else [])
+            object.__setattr__(self, "modules", chain)
 
     def write(self, version_dir: Path) -> Path:
         path = version_dir / METADATA_FILE

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,23 +12,16 @@ import torch
 
 from ..checks.parity import ParityReport, tolerance_for
 from ..errors import ParityError, UnsupportedModelError
-from .batching import BATCHING_MODES, DEFAULT_TOKEN_BUDGET, OFFSETS_INPUT, OFFSETS_KIND, OFFSETS_TYPE, RAGGED_INPUT
+from .batching import BATCHING_MODES, DEFAULT_TOKEN_BUDGET, OFFSETS_INPUT
 from .metadata import TOKENIZER_DIR, ExportMetadata, library_versions
-from .pt2 import PT2_FILENAME, PT2_PLATFORM, export_pt2, input_name, load_pt2, output_name
-from .ragged import build_ragged, pack
-from .reference import encoder_of, load_reference
+from .reference import load_reference
 from .repository import VersionTarget, default_model_name, plan_version, staged_version
 from .spec import ModelSpec, SpecOverrides, read_spec, source_label
-from .tracing import check_ragged, check_trace, make_inputs, ragged_cases, shape_cases, trace
-from .triton_config import (TYPE_OF_DTYPE, BatchInput, DynamicBatching, InstanceGroup, TensorConfig, TritonModelConfig,
-                            Warmup)
+from .triton_config import TritonModelConfig
+from .variants import BuildContext, Variant, variant_for
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FORMATS = ("torchscript", "pt2")
-# The traced module inside a ragged export takes a padded chunk and its mask, built by the scripted outer module.
-RAGGED_INNER_INPUTS = ("input_ids", "attention_mask")
-EMBEDDING_OUTPUT = "embedding"
-TOKEN_OUTPUT = "token_embeddings"
 
 Progress = Callable[[str], None]
 
@@ -44,6 +36,7 @@ class ExportOptions:
     pooling: str | None = None
     normalize: bool | None = None
     max_seq_len: int | None = None
+    dims: int | None = None  # Matryoshka: the first N values of each embedding, normalised again
     revision: str | None = None
     trust_remote_code: bool = False
     int32: bool = False
@@ -85,12 +78,6 @@ class ExportOptions:
             raise UnsupportedModelError(f"unknown format '{self.format}'", fix=f"use one of {', '.join(FORMATS)}",
                                         where="--format")
         self._validate_batching()
-        if self.format == "pt2" and self.with_tokenizer:
-            raise UnsupportedModelError(
-                "--with-tokenizer needs a model that Triton batches across requests, and a torch_aoti model is "
-                "served with max_batch_size 0 (its backend cannot split merged requests back yet)",
-                fix="export the text pipeline with --format torchscript, or drop --with-tokenizer",
-                where="--format pt2")
         if self.device.startswith("cuda") and self.instance_kind != "gpu":
             raise UnsupportedModelError("--device cuda traces on the GPU, but the instance group says KIND_CPU",
                                         fix="add --kind gpu (a model traced on CUDA runs on a GPU instance)",
@@ -118,33 +105,14 @@ class ExportOptions:
             raise UnsupportedModelError(f"unknown batching '{self.batching}'",
                                         fix=f"use one of {', '.join(BATCHING_MODES)}",
                                         where="--batching")
-        if not self.ragged:
-            if self.ragged_token_budget is not None:
-                raise UnsupportedModelError("--ragged-token-budget sizes the chunks of a ragged model",
-                                            fix="add --batching ragged, or drop --ragged-token-budget",
-                                            where="--ragged-token-budget")
-            return
-        if self.format == "pt2":
-            raise UnsupportedModelError(
-                "ragged batching needs Triton to merge requests, and a torch_aoti model is served with "
-                "max_batch_size 0 (its backend cannot split merged requests back yet)",
-                fix="use --format torchscript with --batching ragged, or drop --batching ragged",
-                where="--format pt2 --batching ragged")
-        if self.token_embeddings:
-            raise UnsupportedModelError(
-                "per-token embeddings have no per-request shape in a ragged batch: the merged requests' tokens are "
-                "one flat tensor, and Triton splits outputs back by request only on their first dimension",
-                fix="export --token-embeddings with --batching padded (the default), or drop --token-embeddings",
-                where="--token-embeddings --batching ragged")
-        if self.buckets:
-            raise UnsupportedModelError(
-                "length buckets pad texts for the padded model; with --batching ragged each text is sent unpadded",
-                fix="drop --buckets", where="--buckets --batching ragged")
-        if self.token_budget < 1:
-            raise UnsupportedModelError(f"the token budget {self.token_budget} must be at least 1",
-                                        fix=f"pass --ragged-token-budget {DEFAULT_TOKEN_BUDGET} or another "
-                                            "positive count of tokens (rows x padded length)",
+        if not self.ragged and self.ragged_token_budget is not None:
+            raise UnsupportedModelError("--ragged-token-budget sizes the chunks of a ragged model",
+                                        fix="add --batching ragged, or drop --ragged-token-budget",
                                         where="--ragged-token-budget")
+
+    @property
+    def variant(self) -> Variant:
+        return variant_for(self)
 
 
 @dataclass
@@ -164,6 +132,8 @@ class ExportResult:
             "model_dir": str(self.target.model_dir),
             "files": [str(p) for p in self.files],
             "batching": self.metadata.batching,
+            "variant": self.metadata.variant,
+            "modules": self.metadata.modules,
             "pooling": self.spec.pooling,
             "normalize": self.spec.normalize,
             "max_seq_len": self.spec.max_seq_len,
@@ -175,61 +145,8 @@ class ExportResult:
 
 
 def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonModelConfig:
-    """The config.pbtxt content for an exported model.
-
-    TorchScript: inputs named like forward()'s arguments, batch dimension left to Triton (max_batch_size > 0) and
-    dynamic batching on. pt2: ``INPUT__<n>`` / ``OUTPUT__<n>`` and max_batch_size 0, the batch in ``dims``
-    (see :mod:`exporter.export.pt2` for why). Ragged: ``input_ids`` alone, ragged, plus the ``offsets`` batch input
-    (see :mod:`exporter.export.ragged`).
-    """
-    pt2 = options.format == "pt2"
-    in_type = TYPE_OF_DTYPE["int32" if options.int32 else "int64"]
-    out_type = TYPE_OF_DTYPE["float16" if options.dtype == "float16" else "float32"]
-    batch_dim = (-1,) if pt2 else ()
-    batch_inputs = ()
-    if options.ragged:
-        inputs = (TensorConfig(RAGGED_INPUT, in_type, (-1,), allow_ragged_batch=True),)
-        batch_inputs = (BatchInput(OFFSETS_KIND, OFFSETS_INPUT, OFFSETS_TYPE, RAGGED_INPUT),)
-    else:
-        inputs = tuple(TensorConfig(input_name(i) if pt2 else n, in_type, batch_dim + (-1,))
-                       for i, n in enumerate(spec.input_names))
-    outputs = [TensorConfig(output_name(0) if pt2 else EMBEDDING_OUTPUT, out_type, batch_dim + (spec.hidden_size,))]
-    if options.token_embeddings:
-        outputs.append(TensorConfig(output_name(1) if pt2 else TOKEN_OUTPUT, out_type,
-                                    batch_dim + (-1, spec.hidden_size)))
-    cpus = os.cpu_count() or 1
-    intra = options.intra_op_threads if options.intra_op_threads is not None else max(1, cpus // options.instances)
-    # INTER_OP_THREAD_COUNT only when asked: NVIDIA's backend before 25.11 applies it per model, and torch allows
-    # it once per process, so two models (or one reload) that set it abort the whole server.
-    inter = (("INTER_OP_THREAD_COUNT", str(options.inter_op_threads)),) if options.inter_op_threads else ()
-    parameters = (
-        ("INTRA_OP_THREAD_COUNT", str(intra)),
-        *inter,
-        ("INFERENCE_MODE", "true" if options.inference_mode else "false"),
-        ("DISABLE_OPTIMIZED_EXECUTION", "true" if options.disable_optimized_execution else "false"),
-    )
-    warmup_len = min(16, spec.max_seq_len)
-    # Warm-up dims leave out the batch dimension only when Triton owns it (max_batch_size > 0). A ragged model
-    # gets each warm-up request as one text of warmup_len zeros: ids [warmup_len], offsets [warmup_len].
-    warmup_dims = (1, warmup_len) if pt2 else (warmup_len,)
-    warmup = (Warmup("zeros_1x%d" % warmup_len, 1, tuple(TensorConfig(t.name, t.data_type, warmup_dims)
-                                                         for t in inputs)),) if options.warmup else ()
-    return TritonModelConfig(
-        name=name,
-        max_batch_size=0 if pt2 else options.max_batch_size,
-        inputs=inputs,
-        outputs=tuple(outputs),
-        platform=PT2_PLATFORM if pt2 else "pytorch_libtorch",
-        backend="pytorch" if pt2 else None,
-        default_model_filename=PT2_FILENAME if pt2 else None,
-        instance_group=(InstanceGroup(options.instances,
-                                      "KIND_GPU" if options.instance_kind == "gpu" else "KIND_CPU"),),
-        dynamic_batching=None if pt2 else DynamicBatching(options.max_queue_delay_us,
-                                                          tuple(options.preferred_batch_sizes)),
-        parameters=parameters,
-        warmup=warmup,
-        batch_inputs=batch_inputs,
-    )
+    """The config.pbtxt content for an exported model, as its variant writes it (:mod:`.variants`)."""
+    return options.variant.config(name, spec, options)
 
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -259,22 +176,17 @@ def _say(progress: Progress | None, message: str) -> None:
         progress(message)
 
 
-def _sentences_case(report: ParityReport, exported, reference, spec: ModelSpec, options: ExportOptions) -> None:
-    """Text through the reference's own tokenizer and ``encode()`` vs the export on the same tokens: a padded batch,
-    or for a ragged export each text unpadded, packed as the backend merges them."""
+def _sentences_case(report: ParityReport, exported, variant: Variant, ctx: BuildContext) -> None:
+    """Text through the reference's own tokenizer and ``encode()`` vs the export on the same tokens, as the variant's
+    client sends them (a padded batch, or each text unpadded and packed as the backend merges them)."""
     texts = ["A man is eating food.", "The quick brown fox jumps over the lazy dog near the river bank today.",
              "Embeddings!"]
-    features = reference.preprocess(texts)
-    expected = reference.encode(texts, convert_to_tensor=True, normalize_embeddings=False).float().cpu()
-    dtype = torch.int32 if options.int32 else torch.int64
-    if options.ragged:
-        ids, mask = features["input_ids"], features["attention_mask"].bool()
-        args = pack([row[keep].tolist() for row, keep in zip(ids, mask)], dtype)
-    else:
-        args = tuple(features[n].to(dtype) for n in spec.input_names)
+    features = ctx.reference.preprocess(texts)
+    expected = torch.from_numpy(ctx.reference.encode(texts)).float()
+    args = variant.sentence_args(features, ctx.spec, ctx.input_dtype)
     with torch.inference_mode():
-        out = exported(*(a.to(options.device) for a in args))
-    report.add("encode() on sentences", expected, out[0] if isinstance(out, tuple) else out,
+        out = exported(*(a.to(ctx.device) for a in args))
+    report.add("encode() on sentences", expected, (out[0] if isinstance(out, tuple) else out).cpu(),
                seq_len=int(features["input_ids"].shape[1]))
 
 
@@ -285,6 +197,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     Every check runs before anything is written; a failure leaves the repository as it was.
     """
     options.validate()
+    variant = options.variant
     warnings = []
     if options.dtype == "bfloat16":
         warning = cpu_bf16_warning(options.device)
@@ -292,117 +205,95 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
             warnings.append(warning)
             _say(progress, f"warning: {warning}")
     _say(progress, f"reading {source}")
-    spec = read_spec(source, SpecOverrides(options.pooling, options.normalize, options.max_seq_len),
+    spec = read_spec(source, SpecOverrides(options.pooling, options.normalize, options.max_seq_len, options.dims),
                      revision=options.revision, trust_remote_code=options.trust_remote_code)
+    variant.validate(options, spec.architecture)
     name = options.name or default_model_name(source)
     target = plan_version(Path(options.out), name, options.version, options.force)
     if options.with_tokenizer:
         from .text_models import plan_text_models
 
         plan_text_models(Path(options.out), name, options.version, options.force, ragged=options.ragged)
-    config = build_config(name, spec, options)
+    config = variant.config(name, spec, options)
     config_text = config.render(source=source_label(source))
 
     _say(progress, "loading weights (sentence-transformers reference)")
     reference = load_reference(spec, device=options.device)
-    encoder = encoder_of(reference)
-    if options.dtype != "float32":
-        encoder = copy.deepcopy(encoder).to(DTYPES[options.dtype])
-    out_dtype = torch.float16 if options.dtype == "float16" else torch.float32
-    wrapper = build_wrapper_for(spec, encoder, options, out_dtype).to(options.device)
-
-    tokenizer = reference.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_dtype = torch.int32 if options.int32 else torch.int64
-    cases = shape_cases(options.max_batch_size, spec.max_seq_len, spec.max_positions)
-    example_case = next(c for c in cases if c.padding != "none")
-    # A ragged export traces the padded chunk module; its scripted outer module casts the ids to int64 for it.
-    traced_inputs = RAGGED_INNER_INPUTS if options.ragged else spec.input_names
-    example = {k: v.to(options.device) for k, v in make_inputs(
-        example_case, traced_inputs, spec.vocab_size, pad_id, torch.int64 if options.ragged else input_dtype).items()}
-    tolerance = tolerance_for(options.dtype, options.device)
-    with tempfile.TemporaryDirectory(prefix="tei-export-pt2-") as scratch:
-        if options.format == "pt2":
-            # Compiled outside the repository: only a package that passed the checks is moved in.
-            _say(progress, "torch.export + AOTInductor compile (model.pt2)")
-            package = export_pt2(wrapper, example, spec.max_positions or spec.max_seq_len,
-                                 Path(scratch) / PT2_FILENAME)
-            exported = load_pt2(package, options.device)
-        elif options.ragged:
-            _say(progress, "tracing to TorchScript, scripting the ragged batch around it")
-            exported = build_ragged(trace(wrapper, example), pad_id, spec.max_positions, options.token_budget,
-                                    spec.hidden_size, out_dtype)
-        else:
-            _say(progress, "tracing to TorchScript")
-            exported = trace(wrapper, example)
-
-        if options.ragged:
-            batches = ragged_cases(options.max_batch_size, spec.max_seq_len, options.token_budget,
-                                   spec.max_positions)
-            _say(progress, f"checking the ragged model against sentence-transformers on {len(batches) + 1} batches")
-            report = check_ragged(exported, reference, batches, spec.input_names, spec.vocab_size, pad_id,
-                                  input_dtype, tolerance, device=options.device)
-        else:
-            _say(progress, f"checking the {options.format} model against sentence-transformers at "
-                           f"{len(cases) + 1} shapes")
-            report = check_trace(exported, reference, cases, spec.input_names, spec.vocab_size, pad_id,
-                                 input_dtype, tolerance, device=options.device)
-        _sentences_case(report, exported, reference, spec, options)
+    ctx = _build_context(spec, reference, options)
+    example = variant.example(spec, options, ctx.pad_id)
+    with tempfile.TemporaryDirectory(prefix="tei-export-build-") as scratch:
+        _say(progress, {"pt2": "torch.export + AOTInductor compile (model.pt2)",
+                        "ragged": "tracing to TorchScript, scripting the ragged batch around it"}.get(
+                            variant.name, "tracing to TorchScript"))
+        exported, saved = variant.build(ctx, example, Path(scratch))
+        _say(progress, f"checking the {variant.name} model against sentence-transformers on "
+                       f"{variant.check_count(ctx)} batches")
+        report = variant.check(ctx, exported)
+        _sentences_case(report, exported, variant, ctx)
         if not report.passed:
             raise ParityError(
                 f"the {options.format} model differs from sentence-transformers; nothing was written\n"
                 f"{report.table()}",
                 report, fix="report this architecture; try --dtype float32 or another --max-seq-len",
             )
-        metadata = ExportMetadata(
-            source=source, source_path=str(spec.path), revision=spec.revision, model_type=spec.model_type,
-            pooling=spec.pooling, normalize=spec.normalize, max_seq_len=spec.max_seq_len,
-            hidden_size=spec.hidden_size, input_names=[t.name for t in config.inputs] if options.ragged
-            else list(spec.input_names),
-            input_dtype="int32" if options.int32 else "int64", output_names=[t.name for t in config.outputs],
-            dtype=options.dtype, format=options.format, device=options.device, prompts=spec.prompts,
-            default_prompt_name=spec.default_prompt_name, versions=library_versions(), parity=report.to_dict(),
-            batching=options.batching, offsets_input=OFFSETS_INPUT if options.ragged else None,
-            token_budget=options.token_budget if options.ragged else None,
-        )
+        metadata = _metadata(source, spec, options, variant, config, report)
         _say(progress, f"writing {target.version_dir}")
-        model_file = _write_version(target, options.force, config_text, metadata, tokenizer,
-                                    package if options.format == "pt2" else exported)
+        model_file = _write_version(target, options.force, config_text, metadata, reference.tokenizer, variant,
+                                    saved)
     files = [target.model_dir / "config.pbtxt", target.version_dir / model_file,
              target.version_dir / "tei_export.json", target.version_dir / TOKENIZER_DIR]
     if options.with_tokenizer:
         from .text_models import text_model_names, write_text_models
 
         _say(progress, f"writing {' and '.join(text_model_names(name, options.ragged))} (text in, embeddings out)")
-        files += write_text_models(Path(options.out), config, metadata, tokenizer, options.version, options.force,
-                                   options.buckets, config.instance_group[0].kind)
+        files += write_text_models(Path(options.out), config, metadata, reference.tokenizer, options.version,
+                                   options.force, options.buckets, config.instance_group[0].kind)
     return ExportResult(target, spec, config, metadata, report, files, warnings)
 
 
-def _write_version(target: VersionTarget, force: bool, config_text: str, metadata: ExportMetadata, tokenizer,
-                   model: Path | torch.jit.ScriptModule) -> str:
-    """Assemble the version folder in staging and rename it into place; returns the model file's name.
+def _build_context(spec: ModelSpec, reference, options: ExportOptions) -> BuildContext:
+    """The traceable wrapper (the reference's encoder in the export's precision, then the chain's head) and the facts
+    every variant builds and checks with."""
+    from .wrapper import wrapper_for
 
-    ``model`` is a compiled pt2 package (moved in) or a TorchScript module (saved).
-    """
+    encoder = reference.encoder
+    if options.dtype != "float32":
+        encoder = copy.deepcopy(encoder).to(DTYPES[options.dtype])
+    out_dtype = torch.float16 if options.dtype == "float16" else torch.float32
+    # A ragged export feeds its padded chunks without token types: zeros, as the tokenizer gives one text.
+    wrapper = wrapper_for(spec, reference, encoder, token_embeddings=options.token_embeddings, output_dtype=out_dtype,
+                          zero_token_types=options.ragged).to(options.device)
+    tokenizer = reference.tokenizer
+    return BuildContext(spec=spec, wrapper=wrapper, reference=reference,
+                        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+                        input_dtype=torch.int32 if options.int32 else torch.int64, output_dtype=out_dtype,
+                        tolerance=tolerance_for(options.dtype, options.device), device=options.device,
+                        max_batch_size=options.max_batch_size, token_budget=options.token_budget)
+
+
+def _metadata(source: str, spec: ModelSpec, options: ExportOptions, variant: Variant, config: TritonModelConfig,
+              report: ParityReport) -> ExportMetadata:
+    return ExportMetadata(
+        source=source, source_path=str(spec.root), revision=spec.revision, model_type=spec.model_type,
+        pooling=spec.pooling, normalize=spec.normalize, max_seq_len=spec.max_seq_len,
+        hidden_size=spec.embedding_width, input_names=variant.client_inputs(spec),
+        input_dtype="int32" if options.int32 else "int64", output_names=[t.name for t in config.outputs],
+        dtype=options.dtype, format=variant.format, device=options.device, prompts=spec.prompts,
+        default_prompt_name=spec.default_prompt_name, versions=library_versions(), parity=report.to_dict(),
+        batching=options.batching, offsets_input=OFFSETS_INPUT if options.ragged else None,
+        token_budget=options.token_budget if options.ragged else None,
+        variant=variant.name, client=variant.client, modules=spec.chain.to_list(), dims=spec.dims,
+        trust_remote_code=spec.trust_remote_code,
+    )
+
+
+def _write_version(target: VersionTarget, force: bool, config_text: str, metadata: ExportMetadata, tokenizer,
+                   variant: Variant, saved) -> str:
+    """Assemble the version folder in staging and rename it into place; returns the model file's name."""
     with staged_version(target, force) as staging:
         version_dir = staging / str(target.version)
-        if isinstance(model, Path):
-            filename = PT2_FILENAME
-            shutil.move(str(model), str(version_dir / filename))
-        else:
-            filename = "model.pt"
-            model.save(str(version_dir / filename))
+        filename = variant.save(saved, version_dir)
         tokenizer.save_pretrained(str(version_dir / TOKENIZER_DIR))
         metadata.write(version_dir)
         (staging / "config.pbtxt").write_text(config_text, encoding="utf-8")
     return filename
-
-
-def build_wrapper_for(spec: ModelSpec, encoder, options: ExportOptions, out_dtype: torch.dtype):
-    """The module that is traced: the whole export, or for a ragged export the padded chunk inside it."""
-    from .wrapper import build_wrapper
-
-    return build_wrapper(encoder, spec.input_names, spec.pooling, spec.normalize,
-                         token_embeddings=options.token_embeddings, output_dtype=out_dtype,
-                         zero_token_types=options.ragged)

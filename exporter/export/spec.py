@@ -5,12 +5,12 @@ Nothing here loads weights: this is cheap, and every problem it finds is reporte
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelSourceError, UnsupportedModelError, first_line
-from .architectures import Architecture, architecture_for
+from .architectures import Architecture, architecture_for, config_value
+from .modules import ModuleChain, read_chain, read_json, read_modules, transformer_dir
 from .pooling import POOLING_MODES, canonical_pooling
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -25,41 +25,58 @@ class SpecOverrides:
     pooling: str | None = None
     normalize: bool | None = None
     max_seq_len: int | None = None
+    dims: int | None = None  # Matryoshka: the first N values, normalised again when the model normalises
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     source: str  # as given: a hub id or a folder
     path: Path  # local folder of the transformer weights, config.json and tokenizer
+    root: Path  # the sentence-transformers folder (modules.json and the modules' folders); often the same
     revision: str | None
     architecture: Architecture
     hidden_size: int
     max_positions: int  # sequence positions the position embeddings can address
     vocab_size: int
-    pooling: str
-    normalize: bool
+    chain: ModuleChain  # the sentence-transformers modules after the Transformer, overrides applied
     max_seq_len: int
     has_st_metadata: bool
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     trust_remote_code: bool = False
+    # A checkpoint that names remote code (auto_map) loaded with the native class of its architecture instead:
+    # the folder holding its config.json rewritten for that class (see native.py).
+    native_path: Path | None = None
 
     @property
     def model_type(self) -> str:
         return self.architecture.model_type
 
     @property
+    def pooling(self) -> str:
+        return self.chain.pooling
+
+    @property
+    def normalize(self) -> bool:
+        return self.chain.normalize
+
+    @property
+    def dims(self) -> int | None:
+        return self.chain.dims
+
+    @property
+    def embedding_width(self) -> int:
+        """What one embedding row holds: the hidden size, a Dense module's output, or the Matryoshka dims."""
+        return self.chain.width
+
+    @property
+    def load_path(self) -> Path:
+        """The folder transformers loads the encoder from."""
+        return self.native_path or self.path
+
+    @property
     def input_names(self) -> tuple[str, ...]:
         return self.architecture.input_names
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelSourceError(
-            f"{path.name} is not valid JSON: {err}", fix="repair or remove the file", where=str(path)
-        ) from None
 
 
 def _looks_like_path(source: str) -> bool:
@@ -119,58 +136,15 @@ def hub_error(source: str, err: Exception) -> ModelSourceError:
         fix="check the id (a private or gated model also needs HF_TOKEN), or pass a local folder")
 
 
-def _modules(folder: Path) -> list[dict]:
-    path = folder / "modules.json"
-    return _read_json(path) if path.is_file() else []
-
-
-def _module_of(modules: list[dict], type_suffix: str) -> dict | None:
-    return next((m for m in modules if str(m.get("type", "")).endswith(type_suffix)), None)
-
-
-def _pooling_from_config(config: dict, where: Path) -> str:
-    mode = config.get("pooling_mode")
-    if mode is None:  # the legacy format: one boolean per mode
-        flags = [k for k, v in config.items() if k.startswith("pooling_mode_") and v]
-        modes = [canonical_pooling(k.removeprefix("pooling_mode_")) for k in flags]
-    else:
-        modes = [canonical_pooling(m) for m in ([mode] if isinstance(mode, str) else mode)]
-    if len(modes) != 1 or modes[0] is None:
-        raise UnsupportedModelError(
-            f"pooling configuration {config} is not a single supported mode",
-            fix=f"pass --pooling with one of: {', '.join(POOLING_MODES)}",
-            where=str(where),
-        )
-    if config.get("include_prompt") is False:
-        raise UnsupportedModelError(
-            "pooling excludes prompt tokens (include_prompt: false), which depends on the prompt given per request",
-            fix="export with --pooling to pool over all tokens, knowing embeddings then differ from the original",
-            where=str(where),
-        )
-    return modes[0]
-
-
-def _check_modules(modules: list[dict], folder: Path) -> None:
-    known = ("Transformer", "Pooling", "Normalize")
-    for module in modules:
-        kind = str(module.get("type", ""))
-        if not kind.endswith(known):
-            raise UnsupportedModelError(
-                f"sentence-transformers module '{kind}' cannot be exported (only Transformer, Pooling, Normalize)",
-                fix="export a model without that module, or remove it from modules.json knowing embeddings change",
-                where=str(folder / "modules.json"),
-            )
-
-
 def _max_seq_len_from_files(folder: Path, transformer_dir: Path) -> int | None:
     for cfg in (transformer_dir / "sentence_bert_config.json", folder / "sentence_bert_config.json"):
         if cfg.is_file():
-            value = _read_json(cfg).get("max_seq_length")
+            value = read_json(cfg).get("max_seq_length")
             if value:
                 return int(value)
     tok_cfg = transformer_dir / "tokenizer_config.json"
     if tok_cfg.is_file():
-        value = _read_json(tok_cfg).get("model_max_length")
+        value = read_json(tok_cfg).get("model_max_length")
         if isinstance(value, (int, float)) and 0 < value < _UNSET_MAX_LENGTH:
             return int(value)
     return None
@@ -188,34 +162,34 @@ def read_spec(
 ) -> ModelSpec:
     """Resolve ``source`` and read everything an export needs to know about it."""
     folder = resolve_source(source, revision)
-    modules = _modules(folder)
-    _check_modules(modules, folder)
-    transformer = _module_of(modules, "Transformer")
-    transformer_dir = folder / transformer["path"] if transformer and transformer.get("path") else folder
+    modules = read_modules(folder)
+    model_dir = transformer_dir(folder, modules)
 
-    config_path = transformer_dir / "config.json"
+    config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise ModelSourceError(
             "no config.json: this is not a Hugging Face model folder",
-            fix="pass the folder saved by save_pretrained() / SentenceTransformer.save()", where=str(transformer_dir),
+            fix="pass the folder saved by save_pretrained() / SentenceTransformer.save()", where=str(model_dir),
         )
-    if not _has_weights(transformer_dir):
+    if not _has_weights(model_dir):
         raise ModelSourceError(
             f"no weights: none of {', '.join(WEIGHT_FILES)} found",
             fix="download the complete model (git lfs pull, or snapshot_download) into the folder",
-            where=str(transformer_dir),
+            where=str(model_dir),
         )
-    config = _read_json(config_path)
+    config = read_json(config_path)
     model_type = str(config.get("model_type", ""))
     arch = architecture_for(model_type, where=str(config_path))
+    native_path = None
     if "auto_map" in config and not trust_remote_code:
-        raise UnsupportedModelError(
-            "the model ships its own modelling code (auto_map in config.json)",
-            fix="pass --trust-remote-code if you trust that code", where=str(config_path),
-        )
+        # The family has a native class in transformers: load the checkpoint with it (native.py checks that every
+        # weight maps when the reference loads) instead of running the checkpoint's own code.
+        from .native import native_folder
 
-    hidden = int(config.get("hidden_size") or config.get("dim") or 0)
-    positions = int(config.get("max_position_embeddings") or 512) - arch.position_offset
+        native_path = native_folder(model_dir, config, arch.model_type)
+
+    hidden = config_value(config, arch.hidden_keys)
+    positions = config_value(config, arch.positions_keys, 512) - arch.position_offset
 
     pooling = overrides.pooling
     if pooling is not None:
@@ -225,19 +199,11 @@ def read_spec(
                 f"unknown pooling '{pooling}'", fix=f"use one of: {', '.join(POOLING_MODES)}", where="--pooling"
             )
         pooling = canonical
-    else:
-        pooling_module = _module_of(modules, "Pooling")
-        pooling_cfg = folder / pooling_module["path"] / "config.json" if pooling_module else None
-        if pooling_cfg is None or not pooling_cfg.is_file():
-            raise ModelSourceError(
-                "pooling is unknown: no sentence-transformers modules.json with a Pooling module and its config.json",
-                fix=f"pass --pooling ({', '.join(POOLING_MODES)}) as the model card says", where=str(folder),
-            )
-        pooling = _pooling_from_config(_read_json(pooling_cfg), pooling_cfg)
-
-    normalize = overrides.normalize
-    if normalize is None:
-        normalize = _module_of(modules, "Normalize") is not None
+    st_config = folder / "config_sentence_transformers.json"
+    st_meta = read_json(st_config) if st_config.is_file() else {}
+    # The model's own Matryoshka width (SentenceTransformer(truncate_dim=...) saved in its config) is the default.
+    dims = overrides.dims if overrides.dims is not None else st_meta.get("truncate_dim")
+    chain = read_chain(folder, modules, hidden, pooling).with_overrides(pooling, overrides.normalize, dims)
 
     max_seq_len = overrides.max_seq_len
     if max_seq_len is not None:
@@ -247,24 +213,22 @@ def read_spec(
                 fix=f"pass --max-seq-len {positions} or less", where=str(config_path),
             )
     else:
-        max_seq_len = min(_max_seq_len_from_files(folder, transformer_dir) or positions, positions)
-
-    st_config = folder / "config_sentence_transformers.json"
-    st_meta = _read_json(st_config) if st_config.is_file() else {}
+        max_seq_len = min(_max_seq_len_from_files(folder, model_dir) or positions, positions)
 
     return ModelSpec(
         source=source,
-        path=transformer_dir,
+        path=model_dir,
+        root=folder,
         revision=revision,
         architecture=arch,
         hidden_size=hidden,
         max_positions=positions,
         vocab_size=int(config.get("vocab_size") or 0),
-        pooling=pooling,
-        normalize=bool(normalize),
+        chain=chain,
         max_seq_len=max_seq_len,
         has_st_metadata=bool(modules),
         prompts=dict(st_meta.get("prompts") or {}),
         default_prompt_name=st_meta.get("default_prompt_name"),
         trust_remote_code=trust_remote_code,
+        native_path=native_path,
     )

@@ -13,7 +13,6 @@ import torch
 from ..checks.parity import ParityReport, Tolerance
 from ..errors import UnsupportedModelError, first_line
 from .ragged import pack, pad_right
-from .reference import reference_embeddings
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ def check_ragged(
         features = pad_right(texts, pad_id)
         if "token_type_ids" in input_names:
             features["token_type_ids"] = torch.zeros_like(features["input_ids"])
-        expected = reference_embeddings(reference, {k: v.to(device) for k, v in features.items()})
+        expected = reference.embed({k: v.to(device) for k, v in features.items()})
         chunks = len(module.chunks(torch.tensor(case.lengths)))
         report.add(f"{case.name} ({chunks} chunk{'s' if chunks > 1 else ''})", expected, embedding,
                    seq_len=max(case.lengths))
@@ -168,6 +167,6 @@ def check_trace(
         with torch.inference_mode():
             out = traced(*(t.to(device) for t in inputs.values()))
         embedding = out[0] if isinstance(out, tuple) else out
-        expected = reference_embeddings(reference, {k: v.long().to(device) for k, v in inputs.items()})
+        expected = reference.embed({k: v.long().to(device) for k, v in inputs.items()})
         report.add(case.name, expected, embedding, seq_len=case.seq_len)
     return report

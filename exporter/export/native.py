@@ -1,0 +1,53 @@
+"""Checkpoints that name remote code (``auto_map``) but whose architecture has a native transformers class.
+
+Alibaba's GTE checkpoints say ``model_type: "new"`` with their own modelling code, nomic's say ``nomic_bert`` with
+theirs; the pinned transformers has native classes for both. Rather than run code from the checkpoint, the export
+loads its weights with the native class: a folder in tei-export's cache links every file of the checkpoint and
+holds a config.json naming the native model_type without ``auto_map``. The weights must map exactly (no missing,
+no unexpected keys); otherwise the native class computes something else, and the error names the keys and says
+that ``--trust-remote-code`` is the way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..cache import cache_dir, install
+from ..errors import UnsupportedModelError
+
+_COMPLETE = ".complete"
+
+
+def native_folder(model_dir: Path, config: dict, model_type: str) -> Path:
+    """A cached folder that loads ``model_dir``'s checkpoint with the native ``model_type`` class."""
+    patched = {k: v for k, v in config.items() if k not in ("auto_map", "architectures")}
+    patched["model_type"] = model_type
+    key = hashlib.sha256(f"{model_dir.resolve()}\0{json.dumps(patched, sort_keys=True)}".encode()).hexdigest()[:16]
+    root = cache_dir("native")
+    target = root / key
+    if (target / _COMPLETE).is_file():
+        return target
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    for item in model_dir.iterdir():
+        if item.name != "config.json":
+            os.symlink(item.resolve(), staging / item.name)
+    (staging / "config.json").write_text(json.dumps(patched, indent=2), encoding="utf-8")
+    (staging / _COMPLETE).touch()
+    return install(staging, target, _COMPLETE)
+
+
+def check_weights_map(loading_info: dict, model_dir: Path, model_type: str) -> None:
+    """Refuse a checkpoint whose weights do not map one to one onto the native class."""
+    missing = sorted(loading_info.get("missing_keys") or ())
+    unexpected = sorted(loading_info.get("unexpected_keys") or ())
+    if missing or unexpected:
+        shown = [f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"] if missing else []
+        shown += [f"unexpected: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}"] \
+            if unexpected else []
+        raise UnsupportedModelError(
+            f"the checkpoint ships its own modelling code (auto_map), and its weights do not map onto transformers' "
+            f"native '{model_type}' class ({'; '.join(shown)})",
+            fix="pass --trust-remote-code if you trust the checkpoint's code", where=str(model_dir / "config.json"))
