@@ -144,12 +144,53 @@ def test_verify_against_serve_addresses(binary, nvidia_backend, text_export, tmp
     assert len(nobody.output.strip().splitlines()) == 1, nobody.output
 
 
-def test_readme_serve_example_matches_serve():
-    """The README shows the addresses serve prints on the usual ports."""
+README_LINES = {"HTTP": "HTTP:    http://127.0.0.1:8000", "gRPC": "gRPC:    127.0.0.1:8001",
+                "metrics": "metrics: http://127.0.0.1:8002/metrics"}
+
+
+def test_readme_serve_example_matches_serve(nvidia_backend, text_export, tmp_path):
+    """The README shows the lines `tei-export serve` prints on Triton's usual ports; serve run here prints each of
+    them verbatim, except for a port that is taken on this machine, which its WARNING line names, and the address it
+    prints instead answers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "localhost:8000" not in readme
-    for line in ("HTTP:    http://127.0.0.1:8000", "gRPC:    127.0.0.1:8001", "metrics: http://127.0.0.1:8002/metrics"):
+    for line in README_LINES.values():
         assert line in readme, line
+    root = Path(__file__).resolve().parent.parent
+    stdout, stderr = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "exporter.cli", "serve", str(text_export), "--backend", "nvidia"],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)}, stdin=subprocess.DEVNULL,
+                            stdout=stdout.open("w"), stderr=stderr.open("w"), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while "Ctrl-C stops the server." not in stdout.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, stderr.read_text()
+            time.sleep(0.2)
+        printed, warned = stdout.read_text(), stderr.read_text()
+        for role, line in README_LINES.items():
+            port = line.rsplit(":", 1)[1].split("/")[0]
+            if f"{role} {port}" in warned:  # taken here: said loudly, and what it used instead answers
+                assert "WARNING: Triton's usual port" in warned
+            else:
+                assert line in printed.splitlines(), (line, printed)
+        url = next(l.split()[1] for l in printed.splitlines() if l.startswith("HTTP:"))
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+    assert proc.returncode == 0, stderr.read_text()
 
 
 def test_backend_status_tells_one_truth(binary, nvidia_backend, tmp_path, monkeypatch):
