@@ -65,6 +65,31 @@ def _backend_option(func):
                         callback=_backend_choice, help=BACKEND_HELP)(func)
 
 
+def _endpoint(url: str | None, protocol: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """--url and --protocol -> (host:port or None, protocols). A scheme chooses the protocol (http:// is the HTTP
+    port, grpc:// the gRPC one); without one, --url means gRPC, and without --url both are checked."""
+    from .triton_client import parse_url
+
+    if url is None:
+        protocol = protocol or "both"
+        return None, ("http", "grpc") if protocol == "both" else (protocol,)
+    endpoint = parse_url(url)
+    if protocol and endpoint.protocol and protocol != endpoint.protocol:
+        raise TeiExportError(f"--url {url} names a {endpoint.protocol} port but --protocol says {protocol}",
+                             fix=f"drop --protocol, or give the {protocol} port")
+    protocol = protocol or endpoint.protocol or "grpc"
+    return endpoint.address, ("http", "grpc") if protocol == "both" else (protocol,)
+
+
+def _allocator_option(func):
+    from .triton.allocator import ALLOCATOR_ENV, ALLOCATORS
+
+    return click.option("--allocator", type=click.Choice(ALLOCATORS), default=None,
+                        help="Memory allocator of the server: jemalloc (preloaded; glibc's malloc lets the server's "
+                             f"memory creep under ragged load) or system (default: ${ALLOCATOR_ENV}, else "
+                             "jemalloc).")(func)
+
+
 class _PoolingChoice(click.Choice):
     """One spelling per pooling mode in --help; sentence-transformers' other spellings are accepted too."""
 
@@ -181,20 +206,28 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dim
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--tritonserver", "binary", help="tritonserver binary (default: PATH, /opt/tritonserver, nvidia-pytriton).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind HTTP and gRPC to.")
-@click.option("--http-port", type=int, help="HTTP port (default: a free one).")
-@click.option("--grpc-port", type=int, help="gRPC port (default: a free one).")
+@click.option("--http-port", type=int, help="HTTP port (default: Triton's 8000 when free, else a free one).")
+@click.option("--grpc-port", type=int, help="gRPC port (default: Triton's 8001 when free, else a free one).")
+@click.option("--metrics-port", type=int, help="Prometheus /metrics port (default: Triton's 8002 when free, else a "
+                                               "free one).")
+@click.option("--metrics/--no-metrics", default=True, show_default=True,
+              help="Serve Triton's Prometheus metrics (nv_inference_*) at http://HOST:METRICS_PORT/metrics.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), help="Server log file.")
+@_allocator_option
 @_backend_option
 @_friendly_errors
-def serve(repository, binary, host, http_port, grpc_port, log_path, backend):
+def serve(repository, binary, host, http_port, grpc_port, metrics_port, metrics, log_path, allocator, backend):
     """Serve REPOSITORY with tritonserver until Ctrl-C.
 
-    Starts tritonserver on REPOSITORY, waits until every model is READY, and serves until Ctrl-C."""
+    Starts tritonserver on REPOSITORY on Triton's usual ports (8000 HTTP, 8001 gRPC, 8002 metrics; a free port, and
+    a warning, for each one that is taken), waits until every model is READY, and serves until Ctrl-C."""
+    from .triton.ports import TRITON_PORTS
     from .triton.process import stop_signals
     from .triton.server import TritonServer
 
     server = TritonServer(repository, binary=binary, host=host, http_port=http_port, grpc_port=grpc_port,
-                          log_path=log_path, backend=backend)
+                          metrics_port=metrics_port, metrics=metrics, preferred_ports=TRITON_PORTS,
+                          log_path=log_path, backend=backend, allocator=allocator)
     click.echo(f"starting tritonserver on {repository} ...", err=True)
     # SIGTERM (a supervisor) and SIGINT (Ctrl-C, or `kill -INT` of a background job that inherited it ignored) stop
     # the server like Ctrl-C does.
@@ -207,13 +240,17 @@ def _serve(server) -> None:
         server.start()
         for warning in server.warnings:
             click.echo(f"warning: {warning}", err=True)
+        if server.port_note:  # loud: the addresses differ from every example a user has read
+            click.echo(f"WARNING: {server.port_note}", err=True)
         click.echo(f"server:  {server.binary.describe()}")
         click.echo(f"backend: {server.backends.describe()}")
+        click.echo(f"memory:  {server.memory.describe()}")
         if server.view.presented:
             click.echo(f"note:    {server.view.describe()}")
         click.echo(f"models:  {', '.join(server.models)} (all READY)")
         click.echo(f"HTTP:    http://{server.http_url}")
         click.echo(f"gRPC:    {server.grpc_url}")
+        click.echo(f"metrics: {server.metrics_url or 'off (--metrics turns them on)'}")
         click.echo(f"log:     {server.log_path}")
         click.echo("Ctrl-C stops the server.")
         while server.running:
@@ -228,29 +265,32 @@ def _serve(server) -> None:
 
 @main.command()
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--url", help="A running Triton (host:port); without it a server is started and stopped here.")
+@click.option("--url", help="A running Triton: http://HOST:PORT (its HTTP port), HOST:PORT or grpc://HOST:PORT (its "
+                            "gRPC port), as serve prints them; without it a server is started and stopped here.")
 @click.option("--protocol", type=click.Choice(["http", "grpc", "both"]), default=None,
-              help="Protocol(s) to verify over (default: both; with --url: grpc).")
-@click.option("--model", "names", multiple=True, help="Verify only this model (repeatable).")
+              help="Protocol(s) to verify over (default: both; with --url: its scheme's, else grpc).")
+@click.option("--model", "names", multiple=True,
+              help="Verify only this model (repeatable): NAME (token ids) or NAME_text (text), as the report names "
+                   "them.")
 @click.option("--corpus-size", type=int, default=48, show_default=True, help="Docstring sentences (+ edge cases).")
 @click.option("--tritonserver", "binary", help="tritonserver binary for the server started here.")
 @click.option("--no-libtorch-check", is_flag=True, help="Skip the C++ LibTorch load-and-run check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_allocator_option
 @_backend_option
 @_friendly_errors
-def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_check, as_json, backend):
+def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_check, as_json, allocator, backend):
     """Check Triton's embeddings against sentence-transformers.
 
     Compares what Triton returns for every exported model in REPOSITORY with eager sentence-transformers."""
     from .checks.verify import verify_repository
     from .errors import VerificationError
 
-    if protocol is None:
-        protocol = "grpc" if url else "both"
-    protocols = ("http", "grpc") if protocol == "both" else (protocol,)
+    url, protocols = _endpoint(url, protocol)
     report = verify_repository(repository, url=url, protocols=protocols, names=list(names) or None,
                                corpus_size=corpus_size, libtorch=not no_libtorch_check,
-                               server_options={k: v for k, v in (("binary", binary), ("backend", backend)) if v},
+                               server_options={k: v for k, v in (("binary", binary), ("backend", backend),
+                                                                 ("allocator", allocator)) if v},
                                progress=_progress_printer(sys.stderr.isatty() and not as_json))
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -496,7 +536,8 @@ def backend_status(repository, binary, backend):
               help="Protocol(s) to send over (default: both; with --url: grpc).")
 @click.option("--max-seconds", type=float, default=1800.0, show_default=True,
               help="Time bound: no new request after this many seconds (the soak then fails as incomplete).")
-@click.option("--url", help="A running Triton (host:port) instead of one started here; its memory is not sampled.")
+@click.option("--url", help="A running Triton instead of one started here (http://HOST:PORT, or HOST:PORT for gRPC); "
+                            "its memory is not sampled.")
 @click.option("--tritonserver", "binary", help="tritonserver binary for the server started here.")
 @click.option("--corpus-size", type=int, default=48, show_default=True,
               help="Docstring sentences of the verify corpus (+ its edge cases), cycled to --requests.")
@@ -517,11 +558,9 @@ def soak(repository, model, requests, concurrency, protocol, max_seconds, url, b
     from .checks.soak import SoakOptions, run_soak
     from .errors import VerificationError
 
-    if protocol is None:
-        protocol = "grpc" if url else "both"
-    options = SoakOptions(repository, model, requests=requests, concurrency=concurrency,
-                          protocols=("http", "grpc") if protocol == "both" else (protocol,), backend=backend,
-                          max_seconds=max_seconds, url=url, binary=binary, corpus_size=corpus_size,
+    url, protocols = _endpoint(url, protocol)
+    options = SoakOptions(repository, model, requests=requests, concurrency=concurrency, protocols=protocols,
+                          backend=backend, max_seconds=max_seconds, url=url, binary=binary, corpus_size=corpus_size,
                           request_timeout_s=request_timeout)
     report = run_soak(options, progress=_progress_printer(sys.stderr.isatty() and not as_json))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())

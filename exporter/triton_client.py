@@ -11,6 +11,43 @@ from .tensor_types import numpy_dtype, wire_type
 PROTOCOLS = ("http", "grpc")
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """A server address as tritonclient takes it (``host:port``) and the protocol its scheme named, if any."""
+
+    address: str
+    protocol: str | None  # "http" for http://, "grpc" for grpc://, None without a scheme
+
+
+_SCHEMES = {"http": "http", "grpc": "grpc"}
+
+
+def parse_url(url: str) -> Endpoint:
+    """``host:port``, ``http://host:port[/]`` or ``grpc://host:port`` (what ``serve`` prints) -> :class:`Endpoint`;
+    anything else is a :class:`~exporter.errors.ConfigError` that says what a URL looks like."""
+    from urllib.parse import urlsplit
+
+    from .errors import ConfigError
+
+    text = url.strip()
+    example = "e.g. --url http://127.0.0.1:8000 (HTTP) or --url 127.0.0.1:8001 (gRPC), as `tei-export serve` prints"
+    scheme, has_scheme, rest = text.partition("://")
+    if not has_scheme:
+        scheme, rest = "", text
+    elif scheme.lower() not in _SCHEMES:
+        raise ConfigError(f"--url {url!r}: the scheme {scheme}:// is not served here (http:// or grpc://, or none)",
+                          fix=example)
+    try:
+        parts = urlsplit(f"//{rest}")
+        port = parts.port
+    except ValueError as err:
+        raise ConfigError(f"--url {url!r} is not host:port ({err})", fix=example) from None
+    if not parts.hostname or not port or parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"--url {url!r} is not host:port with nothing after it", fix=example)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return Endpoint(f"{host}:{port}", _SCHEMES.get(scheme.lower()))
+
+
 def _module(protocol: str):
     if protocol == "http":
         import tritonclient.http as module

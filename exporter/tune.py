@@ -215,7 +215,7 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                                   backend=options.backend) as server:
                     from .triton_client import TritonClient
 
-                    report.server = f"{server.binary.describe()}; {server.backends.describe()}"
+                    report.server = server.describe()
                     with TritonClient(server.grpc_url, "grpc") as admin:
                         served = admin.model(options.model)
                     output = served.outputs[0].name

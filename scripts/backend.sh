@@ -20,15 +20,21 @@ _backend_fallback() {
        "compatibility backend instead" >&2
 }
 
-# Debian packages the build needs (headers and sources only), installed when this user may.
+# Debian packages, installed when this user may: what the build needs (headers and sources only), and jemalloc,
+# which every tritonserver tei-export starts preloads (glibc's malloc lets its memory creep under ragged load;
+# TEI_EXPORT_ALLOCATOR=system skips it).
 _need_debs=()
 [ -f /usr/share/cmake/RapidJSON/RapidJSONConfig.cmake ] || [ -n "${RapidJSON_DIR:-}" ] || _need_debs+=(rapidjson-dev)
 [ -f /usr/src/googletest/CMakeLists.txt ] || [ -n "${TEI_EXPORT_GOOGLETEST_SOURCE:-}" ] || _need_debs+=(googletest)
+if [ "${TEI_EXPORT_ALLOCATOR:-jemalloc}" = "jemalloc" ] && ! ls /usr/lib/*-linux-gnu/libjemalloc.so.2 >/dev/null 2>&1
+then
+  _need_debs+=(libjemalloc2)
+fi
 if [ "${#_need_debs[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
   _sudo=""
   if [ "$(id -u)" != 0 ]; then _sudo="sudo -n"; fi
   if [ -z "$_sudo" ] || sudo -n true 2>/dev/null; then
-    echo "[set-up] installing ${_need_debs[*]} (Debian) for building NVIDIA's LibTorch backend" >&2
+    echo "[set-up] installing ${_need_debs[*]} (Debian) for NVIDIA's LibTorch backend and its servers" >&2
     $_sudo apt-get install -y -q --no-install-recommends "${_need_debs[@]}" >/dev/null 2>&1 \
       || { $_sudo apt-get update -q >/dev/null 2>&1 \
            && $_sudo apt-get install -y -q --no-install-recommends "${_need_debs[@]}" >/dev/null 2>&1; } \

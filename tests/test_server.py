@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import _triton_fixtures as fx  # noqa: E402  (tests/ is on sys.path under pytest's rootdir-less import mode)
 from exporter.errors import ServerError  # noqa: E402
-from exporter.triton.backends import COMPAT_BACKEND_NAME, COMPAT_MODEL_PY, prepare_backends  # noqa: E402
+from exporter.triton.backends import COMPAT_FILES, COMPAT_BACKEND_NAME, COMPAT_MODEL_PY, prepare_backends  # noqa: E402
 from exporter.triton.binary import find_tritonserver  # noqa: E402
 from exporter.triton.server import TritonServer  # noqa: E402
 from exporter.triton_client import TritonClient  # noqa: E402
@@ -170,9 +170,15 @@ def compat(binary):
 
 
 def test_compat_is_self_contained():
-    source = COMPAT_MODEL_PY.read_text()
-    imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
-    assert imports <= {"json", "os", "re", "numpy", "torch", "triton_python_backend_utils"}, imports
+    """model.py and its tei_compat_* siblings import only what the stub's Python has (never the exporter package),
+    and every sibling it imports is one that is copied with it."""
+    siblings = {p.stem for p in COMPAT_FILES if p != COMPAT_MODEL_PY}
+    imported = set()
+    for path in COMPAT_FILES:
+        imported |= {line.split()[1].split(".")[0] for line in path.read_text().splitlines()
+                     if line.startswith(("import ", "from "))}
+    assert imported - siblings <= {"json", "os", "re", "sys", "numpy", "torch", "triton_python_backend_utils"}
+    assert {name for name in imported if name.startswith("tei_compat")} == siblings
 
 
 def test_compat_input_matching(compat):

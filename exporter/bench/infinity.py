@@ -1,7 +1,6 @@
 """infinity-emb, a peer embedding server (its own venv), started and stopped here and measured like Triton."""
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -13,11 +12,11 @@ import torch
 from ..checks.corpus import count_tokens
 from ..checks.parity import tolerance_for
 from ..errors import ServerError, first_line
+from .infinity_client import OPENAI, InfinityClient
 from .load import served_cell
 from .modes import INFINITY
 from .report import Cell, ModeInfo, cell_line, say
 
-OPENAI = "openai"  # the "protocol" of infinity-emb's cells: POST /embeddings, OpenAI-style
 INFINITY_ENV = "TEI_EXPORT_INFINITY"
 # torch pinned first, as scripts/env.sh does: unpinned, pip would pull a multi-GB CUDA build
 INFINITY_INSTALL = ("install it in a venv of its own (its pins differ from this project's): python -m venv /opt/inf && "
@@ -42,48 +41,6 @@ def find_infinity(path: str | None) -> tuple[Path | None, str]:
         return (Path(found), "") if found else (None, f"error: {where} {given} is not an executable file")
     found = shutil.which("infinity_emb", path=os.pathsep.join([str(python_bin_dir()), os.environ.get("PATH", "")]))
     return (Path(found), "") if found else (None, f"not measured: not installed ({INFINITY_INSTALL})")
-
-
-class InfinityClient:
-    """One keep-alive HTTP connection to infinity-emb's ``POST /embeddings``; texts in, float32 vectors out
-    (``encoding_format: base64``, the raw float32 bytes, as OpenAI's own client asks for them)."""
-
-    def __init__(self, url: str, timeout: float = 120.0):
-        import http.client
-
-        host, port = url.rsplit(":", 1)
-        self._conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-
-    def get(self, path: str) -> dict:
-        return self._call("GET", path, None)
-
-    def infer(self, model: str, text: str, outputs) -> dict[str, np.ndarray]:
-        import base64
-
-        body = {"model": model, "input": [text], "encoding_format": "base64"}
-        item = self._call("POST", "/embeddings", body)["data"][0]["embedding"]
-        return {outputs[0]: np.frombuffer(base64.b64decode(item), dtype=np.float32)}
-
-    def statistics(self, model: str, at_least: int = 0) -> None:
-        return None  # no per-execution batch counts on infinity-emb's side
-
-    def _call(self, method: str, path: str, body: dict | None) -> dict:
-        data = None if body is None else json.dumps(body).encode()
-        self._conn.request(method, path, data, {"Content-Type": "application/json"} if data else {})
-        response = self._conn.getresponse()
-        text = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"infinity-emb {method} {path}: HTTP {response.status}: {text[:200]!r}")
-        return json.loads(text)
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> "InfinityClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class InfinityServer:

@@ -16,7 +16,7 @@ from .report import Cell
 def client_for(url, protocol):
     """A client with ``infer(model, request, [output])``, ``statistics(model)`` and ``close()``: Triton's (grpc,
     http) or infinity-emb's (:data:`OPENAI`)."""
-    from .infinity import OPENAI, InfinityClient
+    from .infinity_client import OPENAI, InfinityClient
 
     if protocol == OPENAI:
         return InfinityClient(url)

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from .modes import IN_PROCESS_MODES, INFINITY, SERVER_MODES, SERVER_MODES_COMPAT
-from .report import BenchReport
 
 
-def plot(report: BenchReport, path: Path) -> Path:
-    """Throughput (seq/s) against p95 latency, one panel per workload, one line per mode."""
+def plot(report, path: Path) -> Path:
+    """Throughput (seq/s) against p95 latency, one panel per workload, one line per mode, of ``report`` (a
+    :class:`~exporter.bench.report.BenchReport`, which calls this: not imported here, so the two read one way)."""
     import matplotlib
 
     matplotlib.use("Agg")

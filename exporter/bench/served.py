@@ -61,7 +61,7 @@ def serve_and_measure(report, options, repo, target, tokenizer, workloads, expec
                 report.modes.append(ModeInfo(text_mode, f"not measured: {text_name} not present in the repository"))
             return
     try:
-        described = f"{server.binary.describe()}; {server.backends.describe()}"
+        described = server.describe()
         report.server = f"{report.server} | {described}" if report.server else described
         with TritonClient(server.grpc_url, "grpc") as admin:
             served = admin.model(name)

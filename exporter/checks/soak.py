@@ -351,7 +351,7 @@ def run_soak(options: SoakOptions, server=None, progress: Progress | None = None
     try:
         if server is not None:
             urls = {"http": server.http_url, "grpc": server.grpc_url}
-            described = f"{server.binary.describe()}; {server.backends.describe()}"
+            described = server.describe()
             version, who, backend = server.binary.version, server.served_by(options.model), server.backends.pytorch
             memory = MemoryReport(True, pgid=server.pgid)
         else:

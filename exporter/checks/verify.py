@@ -331,12 +331,37 @@ def _libtorch_reports(targets: list[ExportedModel], progress: Progress | None) -
     return reports
 
 
+TEXT_SUFFIX = "_text"
+
+
+def checks_wanted(repo: Path, names: list[str] | None) -> tuple[list[ExportedModel], dict[str, set[str]]]:
+    """The exported models to check and, per model, which of its checks: "token" (NAME) and "text" (NAME_text, its
+    text model), as the report names them. A name that is neither is an error that lists the names there are."""
+    everything = exported_models(repo)
+    if not names:
+        return everything, {m.name: {"token", "text"} for m in everything}
+    exported = {m.name for m in everything}
+    wanted: dict[str, set[str]] = {}
+    for name in names:
+        base = name[:-len(TEXT_SUFFIX)] if name.endswith(TEXT_SUFFIX) else None
+        if name in exported:
+            wanted.setdefault(name, set()).add("token")
+        elif base in exported and (repo / name / "config.pbtxt").is_file():
+            wanted.setdefault(base, set()).add("text")
+        else:
+            choices = sorted(exported | {f"{m}{TEXT_SUFFIX}" for m in exported
+                                         if (repo / f"{m}{TEXT_SUFFIX}" / "config.pbtxt").is_file()})
+            raise VerificationError(f"no exported model named {name} in the repository (--model takes a model as the "
+                                    "report names it)", fix=f"choose from {', '.join(choices)}", where=str(repo))
+    return [m for m in everything if m.name in wanted], wanted
+
+
 def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, ...] = PROTOCOLS,
                       names: list[str] | None = None, corpus_size: int = 48, runs=DEFAULT_RUNS,
                       libtorch: bool = True, server_options: dict | None = None,
                       progress: Progress | None = None) -> VerifyReport:
     """Verify every exported model of ``repo`` on the server at ``url`` (or on one started here and stopped)."""
-    targets = exported_models(Path(repo), names)
+    targets, wanted = checks_wanted(Path(repo), names)
     if url is not None and len(protocols) != 1:
         raise VerificationError("--url names one endpoint, so it needs one protocol",
                                 fix="add --protocol http or --protocol grpc")
@@ -354,8 +379,14 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
             warnings, nvidia_label = server.warnings, server.backends.nvidia_label
         else:
             urls = {protocols[0]: url}
-            with TritonClient(url, protocols[0]) as c:
-                description = f"Triton {c.server_version()} at {url}"
+            try:
+                with TritonClient(url, protocols[0]) as c:
+                    description = f"Triton {c.server_version()} at {url}"
+            except Exception as err:  # refused, a name that does not resolve, the other protocol's port
+                raise VerificationError(f"no Triton answers at {url} over {protocols[0]}: {first_line(err, 200)}",
+                                        fix="start one (tei-export serve REPOSITORY prints its addresses), or check "
+                                            "--url and --protocol (HTTP port: http://HOST:PORT; gRPC: HOST:PORT)"
+                                        ) from None
             warnings, nvidia_label = interop_hazards(Path(repo)), NVIDIA_LABEL
         report = VerifyReport(server=description, warnings=list(warnings))
         for model in targets:
@@ -367,10 +398,12 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
             for protocol in protocols:
                 if progress:
                     progress(f"{model.name}: requests over {protocol}")
-                report.checks.append(verify_model(urls[protocol], protocol, model, items, expected, tokenizer, runs,
-                                                  nvidia_label=nvidia_label))
-                _watch(server, report.checks[-1])
-                if _text_ready(urls[protocol], protocol, model.name):
+                if "token" in wanted[model.name]:
+                    report.checks.append(verify_model(urls[protocol], protocol, model, items, expected, tokenizer,
+                                                      runs, nvidia_label=nvidia_label))
+                    _watch(server, report.checks[-1])
+                if "text" in wanted[model.name] and (_text_ready(urls[protocol], protocol, model.name)
+                                                     or names and f"{model.name}{TEXT_SUFFIX}" in names):
                     if progress:
                         progress(f"{model.name}_text: text requests over {protocol}")
                     report.checks.append(verify_text_model(urls[protocol], protocol, model, items, expected, runs,

@@ -37,8 +37,12 @@ def validate_model_name(name: str) -> str:
 
 
 def default_model_name(source: str) -> str:
-    """A model name from a hub id or folder: 'BAAI/bge-small-en-v1.5' -> 'bge-small-en-v1.5'."""
-    base = Path(source.rstrip("/\\")).name or "model"
+    """A model name from a hub id or folder: 'BAAI/bge-small-en-v1.5' -> 'bge-small-en-v1.5'; a folder whose name
+    says nothing ('model', 'snapshot', a hash) is named as the model calls itself (see :mod:`.naming`)."""
+    from .naming import name_from_folder
+
+    folder = Path(source.rstrip("/\\"))
+    base = (name_from_folder(folder) if folder.is_dir() else None) or folder.name or "model"
     name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", base).strip("-.") or "model"
     return name[:128]
 
@@ -91,7 +95,8 @@ def plan_version(repo: Path, name: str, version: int, force: bool) -> VersionTar
         existing = versions(target.model_dir)
         raise RepositoryError(
             f"version {version} of model '{name}' already exists",
-            fix=f"pass --force to replace it, or --version {max(existing + [version]) + 1} to add a new version",
+            fix=f"pass --force to replace it, or --version {max(existing + [version]) + 1} to add a new version (with "
+                "the same inputs, outputs and batching: a model's versions share its config.pbtxt)",
             where=str(target.version_dir),
         )
     _check_writable(target.repo)
@@ -152,6 +157,31 @@ def repository_lock(repo: Path, timeout_s: float = COMMIT_LOCK_TIMEOUT_S) -> Ite
         os.close(fd)  # releases the lock
 
 
+def _check_fit(new_config: Path, target: VersionTarget) -> None:
+    """Refuse a version whose config differs from the model's in what its other versions are served with."""
+    from ..errors import ConfigError
+    from .version_fit import shared_differences
+
+    others = [v for v in versions(target.model_dir) if v != target.version]
+    existing = target.model_dir / "config.pbtxt"
+    if not others or not existing.is_file() or not new_config.is_file():
+        return
+    try:
+        differences = shared_differences(existing.read_text(encoding="utf-8"), new_config.read_text(encoding="utf-8"),
+                                         where=str(existing))
+    except ConfigError:  # a config Triton cannot read either: nothing is served by it to keep
+        return
+    if differences:
+        shown = "; ".join(d if len(d) <= 240 else d[:237] + "..." for d in differences)
+        raise RepositoryError(
+            f"version {target.version} of model '{target.name}' does not fit its version(s) "
+            f"{', '.join(map(str, others))}: Triton serves every version with the one config.pbtxt, and this export's "
+            f"differs in {shown}",
+            fix=f"export it as a model of its own (--name {target.name}_v{target.version}), or export it with the "
+                "options of the existing versions, or remove those versions first",
+            where=str(existing))
+
+
 def _commit(staging: Path, target: VersionTarget, force: bool) -> None:
     model_dir, version_dir = target.model_dir, target.version_dir
     with repository_lock(target.repo):
@@ -164,6 +194,7 @@ def _commit(staging: Path, target: VersionTarget, force: bool) -> None:
                 fix=f"pass --force to replace it, or --version {max(existing + [target.version]) + 1} to add a new "
                     "version",
                 where=str(version_dir))
+        _check_fit(staging / "config.pbtxt", target)
         staged, retired, moved = staging / str(target.version), None, False
         try:
             model_dir.mkdir(exist_ok=True)

@@ -34,13 +34,13 @@ from ..cache import cache_dir, install
 from ..errors import BackendBuildError, TeiExportError, first_line
 from ..libtorch import LibTorch, find_compiler, installed_libtorch
 from .backend_source import locate_source, unpack
+from .backends import NVIDIA, BackendSetup, origin_built
 from .binary import TritonBinary, python_bin_dir
+from .built_backends import (BUILD_LOG, CACHE_KIND, LIBRARY, RECORD, BuiltBackend, cached_builds,  # noqa: F401
+                             find_built_backend)
 from .releases import branch_for
+from .server import TritonServer
 
-CACHE_KIND = "nvidia-pytorch-backend"
-LIBRARY = "libtriton_pytorch.so"
-RECORD = "build.json"
-BUILD_LOG = "build.log"
 TARGET = "triton-pytorch-backend"
 _MIN_CMAKE = (3, 18)  # r24.10's own minimum; newer branches say more, read from their CMakeLists.txt
 RAPIDJSON_CONFIG_DIRS = ("/usr/share/cmake/RapidJSON", "/usr/lib/cmake/RapidJSON", "/usr/local/lib/cmake/RapidJSON",
@@ -48,43 +48,6 @@ RAPIDJSON_CONFIG_DIRS = ("/usr/share/cmake/RapidJSON", "/usr/lib/cmake/RapidJSON
 GOOGLETEST_DIRS = ("/usr/src/googletest",)
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class BuiltBackend:
-    """A ``libtriton_pytorch.so`` built by :func:`build_backend`, as recorded in its ``build.json``."""
-
-    folder: Path
-    server_version: str
-    server_library: str
-    branch: str
-    torch_version: str
-    torch_lib: str
-    source: str
-    source_checksum: str
-    built_at: str
-    seconds: float
-
-    @property
-    def library(self) -> Path:
-        return self.folder / LIBRARY
-
-    @property
-    def log(self) -> Path:
-        return self.folder / BUILD_LOG
-
-    def describe(self) -> str:
-        return (f"NVIDIA pytorch_backend {self.branch} built from source for tritonserver {self.server_version} and "
-                f"torch {self.torch_version} ({self.library})")
-
-    @classmethod
-    def read(cls, folder: Path) -> "BuiltBackend | None":
-        try:
-            data = json.loads((folder / RECORD).read_text())
-            built = cls(folder=folder, **{k: v for k, v in data.items() if k != "folder"})
-        except (OSError, ValueError, TypeError):
-            return None
-        return built if built.library.is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,28 +227,6 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def cached_builds(cache: str | os.PathLike | None = None) -> list[BuiltBackend]:
-    root = cache_dir(CACHE_KIND, cache)
-    found = [BuiltBackend.read(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    return [b for b in found if b is not None]
-
-
-def find_built_backend(binary: TritonBinary, branch: str | None = None,
-                       cache: str | os.PathLike | None = None) -> BuiltBackend | None:
-    """The newest cached build usable by ``binary`` with the running torch (``branch`` when given, else any)."""
-    libtorch = installed_libtorch()
-    usable = [b for b in cached_builds(cache)
-              if b.server_version == binary.version and b.torch_version == libtorch.version
-              and b.torch_lib == str(libtorch.lib) and (branch is None or b.branch == branch)]
-    if not usable:
-        return None
-    try:  # the server's own release branch first, then the newest build
-        preferred = branch_for(binary.version)
-    except BackendBuildError:
-        preferred = None
-    return max(usable, key=lambda b: (b.branch == preferred, b.built_at))
-
-
 def build_backend(binary: TritonBinary, *, source: str | os.PathLike | None = None, branch: str | None = None,
                   cache: str | os.PathLike | None = None, jobs: int | None = None, force: bool = False,
                   progress: Progress | None = None) -> BuiltBackend:
@@ -359,8 +300,6 @@ def check_library(binary: TritonBinary, library: Path, scratch: Path) -> None:
     import numpy as np
     import torch
 
-    from .backends import NVIDIA, BackendSetup, origin_built
-    from .server import TritonServer
     from ..triton_client import TritonClient
 
     class Double(torch.nn.Module):

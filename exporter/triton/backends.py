@@ -31,7 +31,7 @@ from pathlib import Path
 from ..cache import cache_dir, install
 from ..errors import ServerError
 from ..libtorch import installed_libtorch
-from .backend_build import LIBRARY, BuiltBackend, find_built_backend
+from .built_backends import LIBRARY, BuiltBackend, find_built_backend
 from .binary import TritonBinary, pytriton_server_root
 
 CHOICES = ("auto", "nvidia", "compat")
@@ -39,6 +39,8 @@ BACKEND_ENV = "TEI_EXPORT_BACKEND"
 NVIDIA, COMPAT = "nvidia", "compat"
 origin_server, origin_built, origin_compat = "server", "built", "compat"
 COMPAT_MODEL_PY = Path(__file__).resolve().parent / "compat_backend" / "model.py"
+# model.py and the modules it imports (tei_compat_*.py), copied together into a backend folder
+COMPAT_FILES = (COMPAT_MODEL_PY, *sorted(COMPAT_MODEL_PY.parent.glob("tei_compat_*.py")))
 COMPAT_BACKEND_NAME = "tei_export_compat"
 NVIDIA_LABEL = "NVIDIA C++ libtriton_pytorch.so"
 CACHE_KIND = "backend-dirs"
@@ -140,8 +142,14 @@ def _fingerprint(files: list[Path], extra: str) -> str:
     for path in files:
         stat = path.stat()
         digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    digest.update(COMPAT_MODEL_PY.read_bytes())
+    for path in COMPAT_FILES:
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _copy_compat(folder: Path) -> None:
+    for path in COMPAT_FILES:
+        shutil.copy2(path, folder / path.name)
 
 
 def assemble(binary: TritonBinary, library: Path | None = None,
@@ -174,9 +182,9 @@ def assemble(binary: TritonBinary, library: Path | None = None,
     if library is not None:
         (staging / "pytorch" / LIBRARY).symlink_to(library)
     else:
-        shutil.copy2(COMPAT_MODEL_PY, staging / "pytorch" / "model.py")
+        _copy_compat(staging / "pytorch")
     (staging / COMPAT_BACKEND_NAME).mkdir()
-    shutil.copy2(COMPAT_MODEL_PY, staging / COMPAT_BACKEND_NAME / "model.py")
+    _copy_compat(staging / COMPAT_BACKEND_NAME)
     for other in sorted(own.iterdir()) if own.is_dir() else []:
         if other.is_dir() and other.name not in ("python", "pytorch", COMPAT_BACKEND_NAME):
             (staging / other.name).symlink_to(other.resolve(), target_is_directory=True)

@@ -8,7 +8,7 @@ from typing import Sequence
 from ..export.repository import versions
 from ..export.triton_config import read_config
 from .backends import COMPAT_BACKEND_NAME
-from .server_log import first_paragraph, model_error_lines
+from .server_log import error_lines, first_paragraph, model_error_lines
 
 # The file each platform or backend loads when a config names none: Triton's defaults, and the compatibility
 # backend's under the name it is presented as.
@@ -84,7 +84,9 @@ def load_failures(expected: Sequence[str], entries: dict[str, list[dict]], log: 
                 reasons.append(f"'{name}': {found}")
             elif not versions:
                 reasons.append(f"'{name}': not found in the model repository")
-            else:
-                reasons.append(f"'{name}': not loaded (state {versions[0].get('state') or 'none'})")
+            else:  # the log's errors may still say why, without naming the model
+                others = error_lines(log, limit=3)
+                reasons.append(f"'{name}': not loaded (state {versions[0].get('state') or 'none'})"
+                               + (f"; the server's last errors: {others}" if others else ""))
         failed.extend(reasons)
     return failed

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..errors import ServerError
+from .allocator import Allocator, choose_allocator
 from .backends import BackendSetup, prepare_backends
 from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
 from .hazards import explains_abort, interop_hazards
-from .process import free_port, signal_name, spawn_server, stop_group
+from .ports import choose_ports
+from .process import signal_name, spawn_server, stop_group
 from .repository_view import RepositoryView, present_repository
 from .readiness import by_name, expected_models, load_failures, still_loading
 from .server_log import error_lines, last_lines
@@ -59,7 +61,9 @@ class TritonServer:
     ``http_url`` and ``grpc_url`` are ``host:port`` strings, the form ``tritonclient`` takes.
 
     * ``binary``: a :class:`TritonBinary`, a path (see :func:`find_tritonserver`), or None to search.
-    * ``host``: address for HTTP and gRPC (and metrics when ``metrics``); ports are picked free unless given.
+    * ``host``: address for HTTP and gRPC (and metrics when ``metrics``); ports are picked free unless given, or
+      ``preferred_ports`` (e.g. Triton's usual 8000, 8001, 8002, see :mod:`~exporter.triton.ports`) when those are
+      free; ``port_note`` then says which of them were taken.
     * ``model_control_mode``: ``none`` (every model loaded at start), ``explicit`` (``load_models``), ``poll``.
     * ``startup_timeout``: seconds to wait until the server and every expected model are READY.
     * ``stop_timeout``: seconds :meth:`stop` waits after SIGTERM before SIGKILL; ``exit_timeout`` is the server's
@@ -72,6 +76,8 @@ class TritonServer:
       :mod:`exporter.triton.backends`); ``backends``: an already prepared :class:`BackendSetup` instead.
     * ``cache_dir``: where assembled backend folders are kept (see :func:`~exporter.triton.backends.prepare_backends`).
     * ``env``: base environment instead of ``os.environ`` (the binary's additions and the venv ``bin`` still apply).
+    * ``allocator``: ``jemalloc`` (preloaded, the default) or ``system`` (glibc's malloc); None:
+      ``$TEI_EXPORT_ALLOCATOR``, else jemalloc (see :mod:`~exporter.triton.allocator`); ``memory`` then says which the server runs with.
     """
 
     def __init__(
@@ -84,6 +90,7 @@ class TritonServer:
         grpc_port: int | None = None,
         metrics_port: int | None = None,
         metrics: bool = False,
+        preferred_ports: tuple[int, int, int] | None = None,
         model_control_mode: str = "none",
         load_models: Sequence[str] = (),
         startup_timeout: float = 180.0,
@@ -98,12 +105,15 @@ class TritonServer:
         cache_dir: str | os.PathLike | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        allocator: str | None = None,
     ):
         self.model_repository = Path(model_repository).absolute()
         self._binary_arg = binary
         self.host = host
         self._ports_given = (http_port, grpc_port, metrics_port)
         self.metrics = metrics
+        self.preferred_ports = preferred_ports
+        self.port_note: str | None = None  # which preferred ports were taken, and what was used instead
         if model_control_mode not in ("none", "explicit", "poll"):
             raise ServerError(
                 f"unknown model control mode '{model_control_mode}'", fix="use one of none, explicit, poll"
@@ -120,6 +130,7 @@ class TritonServer:
         self.cache_dir = cache_dir
         self.extra_args = tuple(extra_args)
         self._base_env = env
+        self.memory: Allocator = choose_allocator(allocator, env)  # checked here: a wrong name fails before a start
         self._binary: TritonBinary | None = binary if isinstance(binary, TritonBinary) else None
         self.backend_choice = backend
         self.backends: BackendSetup | None = backends
@@ -202,6 +213,15 @@ class TritonServer:
                 fix="export a model first or pass the folder that holds <model>/config.pbtxt",
                 where=str(self.model_repository),
             )
+        if self.model_control_mode == "none" and not any(
+                p.is_dir() and not p.name.startswith(".") for p in self.model_repository.iterdir()):
+            # Triton starts on it and reports READY, serving nothing: almost always the wrong folder
+            raise ServerError(
+                "the model repository holds no model folders: the server would serve nothing",
+                fix="pass the folder that holds <model>/config.pbtxt (e.g. the --out of tei-export trace), or "
+                    "export a model into this one",
+                where=str(self.model_repository),
+            )
         if self._binary is None:
             arg = self._binary_arg
             self._binary = find_tritonserver(None if arg is None else str(arg))
@@ -210,9 +230,12 @@ class TritonServer:
         explicit = self.model_control_mode == "explicit" and "*" not in self.load_models
         self.warnings = [*interop_hazards(self.model_repository, list(self.load_models) if explicit else None),
                          *self.backends.notes]
+        if self.memory.missing:
+            self.warnings.append(f"the server runs on glibc malloc, whose memory creeps under ragged load: "
+                                 f"{self.memory.why}")
         attempts = 1 if all(p is not None for p in self._ports_given[:2]) else 3
         for attempt in range(attempts):
-            self._launch()
+            self._launch(self.preferred_ports if attempt == 0 else None)  # a retry: the usual ports were raced
             try:
                 self._wait_ready()
                 return self
@@ -230,13 +253,15 @@ class TritonServer:
                 raise
         return self
 
-    def _launch(self) -> None:
-        http_port, grpc_port, metrics_port = self._ports_given
+    def _launch(self, preferred: tuple[int, int, int] | None) -> None:
         self._exit_code, self._stopping, self._ready_log_size = None, False, 0
-        self.http_port = http_port or free_port(self.host)
-        self.grpc_port = grpc_port or free_port(self.host)
-        while self.grpc_port == self.http_port:
-            self.grpc_port = free_port(self.host)
+        ports = choose_ports(self.host, self._ports_given, metrics=self.metrics, preferred=preferred)
+        self.http_port, self.grpc_port, self.metrics_port = ports.http, ports.grpc, ports.metrics
+        self.port_note = ports.note(self.host)
+        if self.preferred_ports and not preferred:
+            metrics = f", metrics {ports.metrics}" if self.metrics else ""
+            self.port_note = (f"Triton's usual ports were taken on {self.host} as the server started: using HTTP "
+                              f"{ports.http}, gRPC {ports.grpc}{metrics} instead")
         assert self._binary is not None and self.backends is not None
         self.view = present_repository(self.model_repository, self.backends.aoti_backend)
         cmd = [
@@ -258,7 +283,6 @@ class TritonServer:
             # process (importing torch) per model just to ask model.py for a config
             cmd.append("--disable-auto-complete-config")
         if self.metrics:
-            self.metrics_port = metrics_port or free_port(self.host)
             cmd += [f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}"]
         else:
             cmd.append("--allow-metrics=false")
@@ -280,9 +304,10 @@ class TritonServer:
         self._log_file.write(("$ " + " ".join(cmd) + "\n").encode())
         if self.view.presented:
             self._log_file.write(f"tei-export: {self.view.describe()}\n".encode())
+        self._log_file.write(f"tei-export: memory: {self.memory.describe()}\n".encode())
         self._log_file.flush()
         self._compat_state = Path(tempfile.mkdtemp(prefix="tei-export-compat-state-"))
-        env = self._binary.environment(self._base_env)
+        env = self.memory.environment(self._binary.environment(self._base_env))
         env[COMPAT_STATE_ENV] = str(self._compat_state)
         try:
             self._proc = spawn_server(cmd, env, self._log_file)
@@ -443,6 +468,11 @@ class TritonServer:
                 self._log_file = None
             with _LIVE_LOCK:
                 _LIVE_SERVERS.discard(self)
+
+    def describe(self) -> str:
+        """Which server, which backend, which allocator: what a report names as what it measured."""
+        assert self._binary is not None and self.backends is not None
+        return f"{self._binary.describe()}; {self.backends.describe()}; memory: {self.memory.describe()}"
 
     def served_by(self, name: str) -> str:
         """Which backend serves model ``name``, from its config as the running server reports it."""

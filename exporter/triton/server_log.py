@@ -50,15 +50,21 @@ def unhealthy_stub(text: str) -> tuple[str, str, str | None] | None:
 
 
 def model_error_lines(log: str, name: str) -> str:
-    """The server's error lines that name model ``name`` (quoted, as Triton writes it)."""
+    """The server's error lines that name model ``name``: quoted, as Triton writes it for a model it loads, else
+    bare, as its repository manager writes it when it refuses a model before loading it ("ensemble x_text allows
+    maximum batch size 4, but it contains model x which ..."), which leaves the model with no state and no reason."""
     quoted = (f"'{name}'", f"'{name}:", f"'{name}/")
-    picked: list[str] = []
-    for line in log.splitlines():
-        if re.match(r"^E\d{4} ", line) and any(q in line for q in quoted):
-            text = line.split("] ", 1)[-1].strip().strip('"')
-            if text not in picked:
-                picked.append(text)
-    return " | ".join(picked)
+    bare = re.compile(rf"(?<![\w'./-]){re.escape(name)}(?![\w'/-])")
+    for matches in (lambda line: any(q in line for q in quoted), bare.search):
+        picked: list[str] = []
+        for line in log.splitlines():
+            if re.match(r"^E\d{4} ", line) and matches(line):
+                text = line.split("] ", 1)[-1].strip().strip('"')
+                if text not in picked:
+                    picked.append(text)
+        if picked:
+            return " | ".join(picked)
+    return ""
 
 
 def error_lines(log: str, limit: int = 12) -> str:

@@ -30,281 +30,30 @@ A ``model.pt2`` (torch.export + AOTInductor) is loaded with AOTInductor's packag
 path (release 26.03+) does, and follows that path's naming: inputs are ``INPUT__<n>``, the n-th flattened input of
 the package, with the count checked; outputs are ``OUTPUT__<n>``.
 
-Errors are returned per request as ``TritonError``; the stub keeps serving. This file must stay self-contained:
-it imports only torch, numpy, json, os, re and ``triton_python_backend_utils`` (never the ``exporter`` package).
+Errors are returned per request as ``TritonError``; the stub keeps serving. The backend is this file and its
+``tei_compat_*.py`` siblings (config reading, name matching, tensors), copied together into the backend folder;
+they use only torch, numpy, the standard library and ``triton_python_backend_utils`` (never the ``exporter``
+package), so the stub's Python can run them with nothing else installed.
 """
 import json
 import os
-import re
+import sys
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the siblings travel with this file
+from tei_compat_config import (STATE_ENV, STRING, _BATCH_INPUT_TYPES, CompatBackendError,  # noqa: E402,F401
+                               _default_state_dir, claim_interop_threads, parse_bool, parse_int, read_parameters,
+                               torch_dtype, triton_type_name)
+from tei_compat_naming import match_inputs, match_outputs, match_pt2, naming_convention  # noqa: E402,F401
+from tei_compat_tensors import _accumulate, batch_input_tensor, flatten_outputs  # noqa: E402,F401
+
 BACKEND_BANNER = (
     "tei-export LibTorch compatibility backend (Python-based, model.py) is serving this model; "
     "it is not NVIDIA's libtriton_pytorch.so"
 )
-STATE_ENV = "TEI_EXPORT_COMPAT_STATE"
-INTEROP_ERROR = ("Error: cannot set number of interop threads after parallel work has started or "
-                 "set_num_interop_threads called")
-
-_TORCH_TYPES = {
-    "TYPE_BOOL": torch.bool,
-    "TYPE_UINT8": torch.uint8,
-    "TYPE_INT8": torch.int8,
-    "TYPE_INT16": torch.int16,
-    "TYPE_INT32": torch.int32,
-    "TYPE_INT64": torch.int64,
-    "TYPE_FP16": torch.float16,
-    "TYPE_FP32": torch.float32,
-    "TYPE_FP64": torch.float64,
-}
-_TRITON_NAMES = {v: k for k, v in _TORCH_TYPES.items()}
-STRING = "TYPE_STRING"
-_BATCH_INPUT_TYPES = {"TYPE_INT32": torch.int32, "TYPE_FP32": torch.float32}
-
-
-class CompatBackendError(Exception):
-    """A model or request that the LibTorch contract does not allow."""
-
-    def __init__(self, message, code="INVALID_ARG"):
-        super().__init__(message)
-        self.code = code
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Pure helpers (no Triton objects): config parsing and name matching, as the C++ backend does them.
-# ---------------------------------------------------------------------------------------------------------------
-def parse_bool(name, value):
-    """true/on/1 and false/off/0, any case, nothing else (no surrounding spaces), as backend_common's ParseBoolValue."""
-    text = str(value).lower()
-    if text in ("true", "on", "1"):
-        return True
-    if text in ("false", "off", "0"):
-        return False
-    raise CompatBackendError(f"failed to convert '{value}' to boolean")
-
-
-def parse_int(name, value):
-    """An integer as ``std::stoi`` reads it: leading spaces and a sign, then digits; anything after is ignored."""
-    match = re.match(r"\s*([+-]?\d+)", str(value))
-    if match is None:
-        raise CompatBackendError(f"failed to convert '{value}' to integral number")
-    number = int(match.group(1))
-    if not -2**31 <= number < 2**31:  # std::out_of_range, which the C++ backend does not catch: the server aborts
-        raise CompatBackendError(f"parameter {name}='{value}' is out of the int range; NVIDIA's backend aborts the "
-                                 "whole server on it (std::out_of_range from stoi)")
-    return number
-
-
-def read_parameters(config):
-    """Return ``{KEY: string_value}`` from a model config dict."""
-    params = {}
-    for key, value in (config.get("parameters") or {}).items():
-        if isinstance(value, dict):
-            value = value.get("string_value", "")
-        params[key] = str(value)
-    return params
-
-
-def torch_dtype(type_name, where):
-    try:
-        return _TORCH_TYPES[type_name]
-    except KeyError:
-        raise CompatBackendError(f"unsupported datatype {type_name} for {where}", "INTERNAL") from None
-
-
-def triton_type_name(dtype):
-    return _TRITON_NAMES.get(dtype, str(dtype))
-
-
-def _index_of(name):
-    """The index in ``<name>__<index>`` as the C++ backend reads it (text after the first ``__``, all digits, atoi:
-    an empty index is 0), or None when the name does not follow that convention."""
-    start = name.find("__")
-    if start == -1:
-        return None
-    tail = name[start + 2:]
-    if not all(c.isdigit() for c in tail):
-        return None
-    return int(tail) if tail else 0
-
-
-def naming_convention(config_names, arg_names):
-    """FORWARD_ARGUMENT (inputs only: every name is an argument), NAMED_INDEX or STRICT_CONFIG_ORDERING."""
-    if arg_names is not None and all(name in arg_names for name in config_names):
-        return "FORWARD_ARGUMENT"
-    if all(_index_of(name) is not None for name in config_names):
-        return "NAMED_INDEX"
-    return "STRICT_CONFIG_ORDERING"
-
-
-def match_inputs(config_names, arg_names, model_name="model", batch_targets=()):
-    """Map each config input (and then each batch-input target) to a ``forward()`` argument position.
-
-    Returns ``(positions, convention)``; ``positions[i]`` is the argument position of the i-th name of
-    ``config_names + batch_targets``. Duplicate or missing positions are not refused here, as in the C++ backend: the
-    argument left unset then fails every request in ``forward()``.
-    """
-    expected = len(config_names) + len(batch_targets)
-    if len(arg_names) != expected:
-        raise CompatBackendError(
-            f"unable to load model '{model_name}', configuration expects {expected} inputs, "
-            f"model provides {len(arg_names)}"
-        )
-    if not config_names:
-        raise CompatBackendError("model configuration must contain at least one input, none were specified.",
-                                 "INTERNAL")
-    convention = naming_convention(config_names, arg_names)
-    positions = []
-    for i, name in enumerate(list(config_names) + list(batch_targets)):
-        if convention == "FORWARD_ARGUMENT":
-            positions.append(arg_names.index(name) if name in arg_names else None)
-        elif convention == "NAMED_INDEX":
-            index = _index_of(name)
-            positions.append(index if index is not None else i)
-        else:
-            positions.append(i)
-    for name, position in zip(list(config_names) + list(batch_targets), positions):
-        if position is not None and position >= len(arg_names):  # C++: a write past its argument vector
-            raise CompatBackendError(
-                f"model '{model_name}': input '{name}' has index {position}, but forward() takes only "
-                f"{len(arg_names)} inputs (indices 0..{len(arg_names) - 1})")
-    return positions, convention
-
-
-def match_outputs(config_names):
-    """Position of each config output in the model's returned tuple (``<name>__<index>``, else config order)."""
-    if not config_names:
-        raise CompatBackendError("model configuration must contain at least one output, none were specified.",
-                                 "INTERNAL")
-    convention = naming_convention(config_names, None)
-    if convention == "NAMED_INDEX":
-        return [_index_of(name) for name in config_names], convention
-    return list(range(len(config_names))), convention
-
-
-def match_pt2(config_names, count, kind, model_name="model"):
-    """Positions of a torch_aoti model's config tensors: each must be named ``INPUT__<n>`` / ``OUTPUT__<n>`` (the n-th
-    flattened input or output of the package). ``count`` is the package's input count (checked like the C++
-    backend does), or None for outputs, whose count is known only at run time."""
-    prefix = "INPUT" if kind == "input" else "OUTPUT"
-    indices = [_index_of(name) for name in config_names]
-    if any(i is None for i in indices) or any(name.rpartition("__")[0] != prefix for name in config_names):
-        raise CompatBackendError(
-            f"model '{model_name}' is a torch_aoti (model.pt2) model, whose {kind}s are named {prefix}__<n> "
-            f"(the n-th {kind} of the package), but the configuration names {config_names}; rename them "
-            f"{prefix}__0, {prefix}__1, ..."
-        )
-    if count is not None and len(config_names) != count:
-        raise CompatBackendError(
-            f"unable to load model '{model_name}', configuration expects {len(config_names)} {kind}s, "
-            f"the model.pt2 package takes {count}"
-        )
-    if len(set(indices)) != len(indices):
-        raise CompatBackendError(
-            f"model '{model_name}': {kind} names {config_names} repeat an index; each <name>__<index> must be distinct"
-        )
-    limit = count if count is not None else max(indices) + 1
-    for name, index in zip(config_names, indices):
-        if index >= limit:
-            raise CompatBackendError(f"model '{model_name}': {kind} '{name}' has index {index}, but the package "
-                                     f"takes only {limit} {kind}s")
-    return indices
-
-
-def _is_string_list(value):
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def flatten_outputs(result, pt2=False):
-    """What ``forward()`` returned -> list of outputs, refused like the C++ backend refuses it (its texts)."""
-    if isinstance(result, tuple) or (pt2 and isinstance(result, list)):
-        items = list(result)
-        for i, item in enumerate(items):
-            if isinstance(item, list) and not _is_string_list(item):
-                kind = type(item[0]).__name__ if item else "Tensor"
-                raise CompatBackendError(f"output at index {i} must be of type Tensor or List[str], "
-                                         f"received List[{kind}]", "INTERNAL")
-            if not isinstance(item, (torch.Tensor, list)):
-                raise CompatBackendError(f"Expected Tensor but got {type(item).__name__}", "INTERNAL")
-        return items
-    if isinstance(result, torch.Tensor) or _is_string_list(result):
-        return [result]
-    if isinstance(result, list):
-        kind = type(result[0]).__name__ if result else "Tensor"
-        raise CompatBackendError(f"output must be of type Tensor or List[str], received List[{kind}]", "INTERNAL")
-    raise CompatBackendError(
-        "output must be of type Tensor, List[str] or Tuple containing one of these two types. It should not be a "
-        "List / Dictionary of Tensors or a Scalar", "INTERNAL")
-
-
-def batch_input_tensor(kind, dtype, shapes):
-    """A ``batch_input`` tensor from the source input's shape in each request (``shapes``), as Triton's
-    BackendInputCollector fills it."""
-    counts = [_numel(s) for s in shapes]
-    if kind == "BATCH_ELEMENT_COUNT":
-        values = counts
-    elif kind == "BATCH_ACCUMULATED_ELEMENT_COUNT":
-        values = _accumulate(counts)
-    elif kind == "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO":
-        values = [0] + _accumulate(counts)
-    elif kind == "BATCH_MAX_ELEMENT_COUNT_AS_SHAPE":  # only its shape carries meaning; the C++ buffer is unset
-        return torch.zeros(max(counts), dtype=dtype)
-    elif kind in ("BATCH_ITEM_SHAPE", "BATCH_ITEM_SHAPE_FLATTEN"):
-        rows = [list(s[1:]) for s in shapes for _ in range(s[0])]
-        tensor = torch.tensor(rows, dtype=dtype).reshape(len(rows), len(shapes[0]) - 1)
-        return tensor.flatten() if kind.endswith("FLATTEN") else tensor
-    else:
-        raise CompatBackendError("unsupported BatchInputKind received", "INTERNAL")
-    return torch.tensor(values, dtype=dtype)
-
-
-def _numel(shape):
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
-
-
-def _accumulate(values):
-    total, out = 0, []
-    for value in values:
-        total += value
-        out.append(total)
-    return out
-
-
-def claim_interop_threads(state_dir, model_name):
-    """Record that ``model_name`` sets the process-wide inter-op thread count; refuse a second model, as r24.10 does
-    (its second ``set_num_interop_threads`` aborts the server). ``state_dir`` is shared by the server's stubs."""
-    os.makedirs(state_dir, exist_ok=True)
-    path = os.path.join(state_dir, "interop-threads-set-by")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        with open(path, encoding="utf-8") as handle:
-            owner = handle.read().strip()
-        if owner and owner != model_name:
-            raise CompatBackendError(
-                f"{INTEROP_ERROR} (model '{model_name}' sets INTER_OP_THREAD_COUNT after model '{owner}' did: "
-                "NVIDIA's LibTorch backend before release 25.11 aborts the whole server here; remove "
-                "INTER_OP_THREAD_COUNT from all models but one)", "INTERNAL") from None
-        return
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(model_name)
-
-
-def _default_state_dir():
-    """Without tei-export's server: a folder named after the parent tritonserver process and its start time."""
-    parent = os.getppid()
-    try:
-        with open(f"/proc/{parent}/stat", encoding="utf-8") as handle:
-            started = handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        started = "0"
-    return os.path.join("/tmp", f"tei-export-compat-state-{parent}-{started}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
