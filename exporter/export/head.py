@@ -1,39 +1,14 @@
 """The traceable head: what sentence-transformers computes after the Transformer, built from the module chain.
 
 One function builds it for ``trace``, ``bench`` and every check, so they all compute the chain the export recorded.
-Each kind of module says what it computes (``step`` in :mod:`.modules`); here are the generic steps and the loop.
+Each kind of module says what it computes (``step`` in :mod:`.modules`, from :mod:`.steps`); here is the loop.
 """
 from __future__ import annotations
 
 import torch
 
 from .modules import ModuleChain
-from .pooling import pool
-
-
-class PoolStep(torch.nn.Module):
-    """Token embeddings and mask -> one row per text (:mod:`.pooling`)."""
-
-    def __init__(self, mode: str):
-        super().__init__()
-        self.mode = mode
-
-    def forward(self, token_embeddings, attention_mask):
-        return pool(self.mode, token_embeddings, attention_mask)
-
-
-class NormalizeStep(torch.nn.Module):
-    def forward(self, embedding):
-        return torch.nn.functional.normalize(embedding, p=2.0, dim=1)
-
-
-class TruncateStep(torch.nn.Module):
-    def __init__(self, dims: int):
-        super().__init__()
-        self.dims = dims
-
-    def forward(self, embedding):
-        return embedding[:, :self.dims]
+from .steps import PoolStep
 
 
 class Head(torch.nn.Module):

@@ -34,7 +34,7 @@ class Pooling:
         return StPooling(width, pooling_mode=self.mode)
 
     def step(self, loaded):
-        from .head import PoolStep
+        from .steps import PoolStep
 
         return PoolStep(self.mode)
 
@@ -89,7 +89,7 @@ class Normalize:
         return StNormalize()
 
     def step(self, loaded):
-        from .head import NormalizeStep
+        from .steps import NormalizeStep
 
         return NormalizeStep()
 
@@ -103,7 +103,7 @@ class Truncate:
     kind: str = "Truncate"
 
     def step(self, loaded):
-        from .head import TruncateStep
+        from .steps import TruncateStep
 
         return TruncateStep(self.dims)
 
