@@ -161,3 +161,29 @@ class TritonClient:
         if self.protocol == "http":
             return self._client.get_server_metadata().get("version", "")
         return self._client.get_server_metadata(as_json=True).get("version", "")
+
+
+def send_requests(make_client, model: str, requests: list, output: str, concurrency: int) -> list:
+    """Each of ``requests`` (input arrays by name) once to ``model``, ``concurrency`` in flight, one client per
+    thread (``make_client()``: a TritonClient, or anything with ``infer`` and ``close``); the ``output`` of each, in
+    request order. The first failure cancels the requests not yet sent (a dead server or stub would otherwise fail
+    each of them in turn) and is raised. verify, tune and bench all send through this one loop."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    local, clients, lock = threading.local(), [], threading.Lock()
+
+    def one(request):
+        if not hasattr(local, "client"):
+            local.client = make_client()
+            with lock:
+                clients.append(local.client)
+        return local.client.infer(model, request, [output])[output]
+
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    try:
+        return list(pool.map(one, requests))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for client in clients:
+            client.close()

@@ -26,23 +26,11 @@ def client_for(url, protocol):
 
 
 def send_all(url, protocol, model, requests, output, concurrency) -> np.ndarray:
-    from concurrent.futures import ThreadPoolExecutor
+    """Every request once, rows in request order (one row per one-text request)."""
+    from ..triton_client import send_requests
 
-    local, clients, lock = threading.local(), [], threading.Lock()
-
-    def one(req):
-        if not hasattr(local, "c"):
-            local.c = client_for(url, protocol)
-            with lock:
-                clients.append(local.c)
-        return np.asarray(local.c.infer(model, req, [output])[output], dtype=np.float32).reshape(1, -1)
-
-    try:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            return np.concatenate(list(pool.map(one, requests)), axis=0)
-    finally:
-        for c in clients:
-            c.close()
+    rows = send_requests(lambda: client_for(url, protocol), model, requests, output, concurrency)
+    return np.concatenate([np.asarray(r, dtype=np.float32).reshape(1, -1) for r in rows], axis=0)
 
 
 def timed_load(url, protocol, model, requests, costs, output, concurrency, options: BenchOptions):

@@ -7,7 +7,6 @@ the dynamic batcher really merges requests), and compares every returned row wit
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -24,7 +23,7 @@ from ..tokens import request_builder
 from ..triton.backends import NVIDIA_LABEL, served_by
 from ..triton.hazards import interop_hazards
 from ..triton.server_log import error_summary, lost_stub_message, unhealthy_stub
-from ..triton_client import PROTOCOLS, ServedModel, TritonClient
+from ..triton_client import PROTOCOLS, ServedModel, TritonClient, send_requests
 from .corpus import CorpusItem, build_corpus
 from .parity import Tolerance, compare, tolerance_for
 
@@ -183,28 +182,10 @@ def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], to
               run: Run, timeout_s: float) -> np.ndarray:
     """Send ``texts`` as requests of ``run.batch`` texts with ``run.concurrency`` in flight; rows in text order."""
     output = served.outputs[0].name
-    chunks = _split(list(range(len(texts))), run.batch)
     build = request_builder(meta, tokenizer, served, run.concurrency > 1)
-    local = threading.local()
-    clients: list[TritonClient] = []
-    lock = threading.Lock()
-
-    def client() -> TritonClient:
-        if not hasattr(local, "client"):
-            local.client = TritonClient(url, protocol, timeout_s)
-            with lock:
-                clients.append(local.client)
-        return local.client
-
-    def one(chunk: list[int]) -> np.ndarray:
-        arrays = build([texts[i] for i in chunk])
-        return client().infer(served.name, arrays, [output])[output]
-
-    try:
-        parts = _map(one, chunks, run.concurrency)
-    finally:
-        for c in clients:
-            c.close()
+    requests = [build([texts[i] for i in chunk]) for chunk in _split(list(range(len(texts))), run.batch)]
+    parts = send_requests(lambda: TritonClient(url, protocol, timeout_s), served.name, requests, output,
+                          run.concurrency)
     return np.concatenate(parts, axis=0)
 
 

@@ -85,7 +85,10 @@ def spec_from_metadata(meta: dict):
                      revision=meta.get("revision"), trust_remote_code=bool(meta.get("trust_remote_code")))
     if not meta.get("modules"):
         return spec
-    return replace(spec, chain=ModuleChain.from_list(meta["modules"], spec.hidden_size, spec.chain.transformer_path))
+    # The recorded chain (Dense and LayerNorm included) with the recorded pooling, normalize and dims applied as at
+    # export time, so a file whose fields disagree with its chain is compared as its fields say.
+    chain = ModuleChain.from_list(meta["modules"], spec.hidden_size, spec.chain.transformer_path)
+    return replace(spec, chain=chain.with_overrides(meta.get("pooling"), meta.get("normalize"), meta.get("dims")))
 
 
 def read_exported(model_dir: Path) -> ExportedModel:
