@@ -188,3 +188,49 @@ def newest_backend(request):
                            f"for it: {why}")
     require(False, f"the set-up builds NVIDIA's newest backend ({NEWEST_BRANCH}) from {source}, but no build is "
             f"usable: {why}", part="newest-backend")
+
+
+# --- small random models exported with the options users combine (tests/test_options_served.py, test_commands.py) ---
+# Exported once per session through the CLI, as a user runs `tei-export trace`, into one repository that one server
+# serves: {name in the repository: (source model, trace options)}.
+OPTION_EXPORTS = {
+    "plain": ("bert", []),
+    "tokens": ("bert", ["--token-embeddings"]),
+    "i32": ("bert", ["--int32"]),
+    "i32_ragged": ("bert", ["--int32", "--batching", "ragged"]),
+    "i32_text": ("bert", ["--int32", "--with-tokenizer"]),
+    "msl24": ("bert", ["--max-seq-len", "24", "--with-tokenizer"]),  # a token model sends what it is given
+    "cls": ("bert", ["--pooling", "cls"]),
+    "forced_norm": ("raw", ["--normalize"]),
+    "electra": ("electra", []),
+    "camembert": ("camembert", []),
+    "bf16": ("bert", ["--dtype", "bfloat16"]),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    """Seeded random models (2 layers, hidden 32) with sentence-transformers metadata: ``bert`` (mean pooling,
+    Normalize, max_seq_length 64), ``raw`` (mean, no Normalize), ``electra`` and ``camembert`` (mean, Normalize)."""
+    from model_factory import random_model
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {"bert": random_model(root / "bert", "bert", seed=11),
+            "raw": random_model(root / "raw", "bert", normalize=False, seed=12),
+            "electra": random_model(root / "electra", "electra", seed=13),
+            "camembert": random_model(root / "camembert", "camembert", seed=14)}
+
+
+@pytest.fixture(scope="session")
+def options_repo(tmp_path_factory, tiny_models) -> Path:
+    """OPTION_EXPORTS exported by `tei-export trace` (CliRunner) into one repository."""
+    from click.testing import CliRunner
+
+    from exporter.cli import main
+
+    repo = tmp_path_factory.mktemp("options_repo")
+    for name, (source, options) in OPTION_EXPORTS.items():
+        res = CliRunner().invoke(main, ["trace", tiny_models[source], "--out", str(repo), "--name", name,
+                                        "--max-batch-size", "8", *options])
+        assert res.exit_code == 0, f"trace {name} {options}: {res.output}"
+    return repo
