@@ -76,6 +76,15 @@ def setup_backend_source(env: str, pattern: str) -> str | None:
     return str(found[-1]) if found else None
 
 
+def no_fallback_under_ci(compat: bool) -> None:
+    """For a test that takes either backend an ``auto`` server picked: the compatibility backend is a valid answer
+    here, but under CI, where the set-up builds NVIDIA's backend, falling back to it hides a missing part."""
+    source = setup_backend_source("TEI_EXPORT_BACKEND_SOURCE", "triton-r24.10")
+    if compat and under_ci() and source is not None:
+        pytest.fail(f"CI: missing nvidia-backend: an auto server fell back to the compatibility backend though the "
+                    f"set-up builds NVIDIA's from {source}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def cxx_compiler() -> str:
     """The C++ compiler (the set-up's machine has g++; the LibTorch check and AOTInductor need one)."""

@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 
 import _triton_fixtures as fx
+from conftest import no_fallback_under_ci
 from exporter.cli import main
 from exporter.errors import UnsupportedModelError
 from exporter.export.pipeline import ExportOptions, export_model
@@ -103,6 +104,7 @@ def test_served_by_the_bundled_tritonserver(binary, minilm_pt2_export, minilm_ex
         assert read_config(view / "minilm_pt2" / "config.pbtxt").backend == COMPAT_BACKEND_NAME
         assert set(srv.models) == {"minilm", "minilm_pt2"}
         # torch_aoti goes to the compatibility backend whichever backend serves TorchScript (NVIDIA's, when built)
+        no_fallback_under_ci(srv.compat_backend)
         assert srv.served_by("minilm_pt2").startswith("compatibility backend")
         assert srv.served_by("minilm") == ("compatibility backend (model.py)" if srv.compat_backend
                                            else srv.backends.nvidia_label)

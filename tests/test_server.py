@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import _triton_fixtures as fx  # noqa: E402  (tests/ is on sys.path under pytest's rootdir-less import mode)
-from conftest import require, require_module  # noqa: E402
+from conftest import no_fallback_under_ci, require, require_module  # noqa: E402
 from exporter.errors import ServerError  # noqa: E402
 from exporter.triton.backends import COMPAT_BACKEND_NAME, COMPAT_MODEL_PY, prepare_backends  # noqa: E402
 from exporter.triton.binary import find_tritonserver  # noqa: E402
@@ -282,6 +282,7 @@ def test_server_ready(server, http):
     assert http.get_server_metadata()["version"] == server.binary.version
     config = http.get_model_config("minilm")
     assert config["backend"] == "pytorch"
+    no_fallback_under_ci(server.compat_backend)
     if server.compat_backend:
         assert config.get("runtime") == "model.py"
         assert "tei-export LibTorch compatibility backend" in server.log_text()

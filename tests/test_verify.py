@@ -7,7 +7,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from conftest import require
+from conftest import no_fallback_under_ci, require
 from exporter.cli import main
 from exporter.errors import VerificationError
 from exporter.export.pipeline import ExportOptions, export_model
@@ -55,6 +55,7 @@ def test_verify_starts_its_own_server_and_checks_libtorch(repo):
     assert [c.protocol for c in report.checks] == ["http", "grpc"]
     # the report names what served the model, as the server itself reports the model's config
     compat = "compatibility backend (Python, model.py)" in report.server
+    no_fallback_under_ci(compat)
     for check in report.checks:
         assert check.served_by == ("compatibility backend (model.py)" if compat else
                                    "NVIDIA C++ libtriton_pytorch.so (r24.10)"), check.served_by
