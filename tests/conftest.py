@@ -214,20 +214,25 @@ OPTION_EXPORTS = {
     "electra": ("electra", []),
     "camembert": ("camembert", []),
     "bf16": ("bert", ["--dtype", "bfloat16"]),
+    "prompted": ("prompted", ["--with-tokenizer"]),  # its tokenizer model is then set to the "query" prompt
 }
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, str]:
     """Seeded random models (2 layers, hidden 32) with sentence-transformers metadata: ``bert`` (mean pooling,
-    Normalize, max_seq_length 64), ``raw`` (mean, no Normalize), ``electra`` and ``camembert`` (mean, Normalize)."""
+    Normalize, max_seq_length 64), ``raw`` (mean, no Normalize), ``electra`` and ``camembert`` (mean, Normalize),
+    ``prompted`` (bert with prompts)."""
     from model_factory import random_model
 
     root = tmp_path_factory.mktemp("tiny_models")
     return {"bert": random_model(root / "bert", "bert", seed=11),
             "raw": random_model(root / "raw", "bert", normalize=False, seed=12),
             "electra": random_model(root / "electra", "electra", seed=13),
-            "camembert": random_model(root / "camembert", "camembert", seed=14)}
+            "camembert": random_model(root / "camembert", "camembert", seed=14),
+            # bert's weights, with sentence-transformers prompts
+            "prompted": random_model(root / "prompted", "bert", seed=11,
+                                     prompts={"query": "query: ", "passage": "passage: "})}
 
 
 @pytest.fixture(scope="session")
@@ -242,4 +247,7 @@ def options_repo(tmp_path_factory, tiny_models) -> Path:
         res = CliRunner().invoke(main, ["trace", tiny_models[source], "--out", str(repo), "--name", name,
                                         "--max-batch-size", "8", *options])
         assert res.exit_code == 0, f"trace {name} {options}: {res.output}"
+    # what the README tells a user to add to pick a prompt in the tokenizer model
+    with open(repo / "prompted_tokenizer" / "config.pbtxt", "a") as config:
+        config.write('parameters { key: "PROMPT_NAME" value: { string_value: "query" } }\n')
     return repo

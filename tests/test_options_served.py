@@ -39,6 +39,7 @@ REFERENCE = {
     "electra": ("electra", "mean", True, 64),
     "camembert": ("camembert", "mean", True, 64),
     "bf16": ("bert", "mean", True, 64),
+    "prompted": ("bert", "mean", True, 64),  # the same weights; the prompt is prepended to the texts below
 }
 FP32_BOUND = (1e-5, 0.99999)  # max |diff|, min cosine per row (the exporter's fp32 bound)
 BF16_BOUND = (None, 0.9999)
@@ -109,7 +110,7 @@ def test_configs_declare_what_the_options_ask(options_repo):
     bf16 = config("bf16")
     assert types(bf16.input) == ["TYPE_INT64"] * 3 and types(bf16.output) == ["TYPE_FP32"]
     assert meta("bf16")["dtype"] == "bfloat16"
-    text_models = {f"{m}_{k}" for m in ("i32_text", "msl24") for k in ("tokenizer", "text")}
+    text_models = {f"{m}_{k}" for m in ("i32_text", "msl24", "prompted") for k in ("tokenizer", "text")}
     assert {p.name for p in options_repo.iterdir()} == set(OPTION_EXPORTS) | text_models
 
 
@@ -184,3 +185,17 @@ def test_text_in_with_int32_and_with_max_seq_len(server, references, name, proto
         assert {t.numpy_dtype for t in client.model(name).inputs} == {np.int32 if name == "i32_text" else np.int64}
     assert server.served_by(name) == server.backends.nvidia_label
     _assert_close(got, rows, what=f"{name}_text {protocol}")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_text_in_with_a_prompt(server, references, protocol):
+    """The tokenizer model's PROMPT_NAME (set to "query" as the README says) prepends the model's "query: " prompt:
+    the rows are encode() of the prompted texts, and not those of the bare ones."""
+    st, bare, _ = references["prompted"]
+    expected = st.encode([f"query: {t}" for t in TEXTS], convert_to_numpy=True)
+    url = server.http_url if protocol == "http" else server.grpc_url
+    with TritonClient(url, protocol) as client:
+        text = np.array([[t.encode()] for t in TEXTS], dtype=np.object_)
+        got = client.infer("prompted_text", {"text": text}, ["embedding"])["embedding"]
+    _assert_close(got, expected, what=f"prompted_text {protocol}")
+    assert np.abs(got - bare).max() > 1e-3
