@@ -243,3 +243,25 @@ def test_a_given_port_that_is_taken_is_not_tried_again(one_model_repo, binary, t
     with pytest.raises(ServerError, match="could not bind its ports"):
         TritonServer(one_model_repo, binary=binary, http_port=taken_port).start()
     assert len(launches) == 1
+
+
+# ------------------------------------------------------------------------------------------------ soak
+def test_soak_a_ragged_int32_export_with_two_instances(options_repo, nvidia_backend, tmp_path):
+    """soak of a ragged --int32 export whose config a user set to two instances: every answer checked."""
+    repo = tmp_path / "repo"
+    shutil.copytree(options_repo / "i32_ragged", repo / "i32_ragged")
+    config = repo / "i32_ragged" / "config.pbtxt"
+    text = config.read_text()
+    assert text.count("count: 1") == 1
+    config.write_text(text.replace("count: 1", "count: 2"))
+    res = CliRunner().invoke(main, ["soak", str(repo), "--model", "i32_ragged", "--requests", "120", "--concurrency",
+                                    "8", "--corpus-size", "8", "--backend", "nvidia", "--json", "--out",
+                                    str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["passed"] and report["failures"] == [] and report["served_by"].startswith("NVIDIA C++")
+    assert report["sent"] == report["ok"] == report["inferences"] == 120 and report["failed"] == 0
+    assert {p["protocol"] for p in report["protocols"]} == {"http", "grpc"}
+    for p in report["protocols"]:
+        assert p["checked"] == p["ok"] == p["sent"] and p["parity_failures"] == 0 and p["max_abs_diff"] <= 1e-5
+    assert json.loads((tmp_path / "out" / "nvidia.json").read_text())["sent"] == 120
