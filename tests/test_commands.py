@@ -114,6 +114,23 @@ def test_bench_quick_writes_its_results(options_repo, nvidia_backend, tmp_path):
     assert served == {(m, c) for m in measured[3:] for c in data["options"]["concurrencies"]}
 
 
+def test_bench_takes_no_sibling_export_that_pools_otherwise(options_repo, tiny_models, tmp_path):
+    """A ragged export of the same source with --pooling cls is not the mean-pooled export's ragged sibling (bench
+    would compare its rows with the mean-pooled reference and fail parity); one that pools alike is."""
+    from exporter.bench.in_process import sibling_export
+    from exporter.checks.verify import exported_models
+
+    repo = tmp_path / "repo"
+    shutil.copytree(options_repo / "plain", repo / "plain")
+    res = CliRunner().invoke(main, ["trace", tiny_models["bert"], "--out", str(repo), "--name", "ragged_cls",
+                                    "--batching", "ragged", "--pooling", "cls", "--max-batch-size", "8"])
+    assert res.exit_code == 0, res.output
+    plain = exported_models(repo, ["plain"])[0].metadata
+    assert sibling_export(repo, plain, "float32", "torchscript", "ragged") is None
+    shutil.copytree(options_repo / "i32_ragged", repo / "i32_ragged")
+    assert sibling_export(repo, plain, "float32", "torchscript", "ragged").name == "i32_ragged"
+
+
 # ------------------------------------------------------------------------------------------------ tune
 def test_tune_sweeps_a_ragged_int32_export_and_writes_the_best(options_repo, nvidia_backend, reference, tmp_path):
     repo = tmp_path / "repo"

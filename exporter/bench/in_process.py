@@ -9,10 +9,12 @@ import torch
 
 
 def sibling_export(repo: Path, meta, dtype: str, fmt: str, batching: str = "padded"):
-    """An export in ``repo`` of the same source in ``dtype``, format ``fmt`` and ``batching``, or None."""
+    """An export in ``repo`` of the same source in ``dtype``, format ``fmt`` and ``batching``, or None. It must also
+    pool and normalize alike: its rows are compared with the same reference."""
     from ..checks.verify import exported_models
 
     return next((m for m in exported_models(repo) if m.metadata.source_path == meta.source_path
+                 and (m.metadata.pooling, m.metadata.normalize) == (meta.pooling, meta.normalize)
                  and m.metadata.dtype == dtype and m.metadata.format == fmt and m.metadata.batching == batching),
                 None)
 
