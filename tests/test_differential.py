@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 import _triton_fixtures as fx
+from conftest import require_module
 from exporter.errors import ServerError
 from exporter.triton.server import TritonServer
 
-httpclient = pytest.importorskip("tritonclient.http")
+httpclient = require_module("tritonclient.http", part="tritonclient")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 BACKENDS = ("nvidia", "compat")

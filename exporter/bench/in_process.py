@@ -9,11 +9,14 @@ import torch
 
 
 def sibling_export(repo: Path, meta, dtype: str, variant: str):
-    """An export in ``repo`` of the same source in ``dtype`` and ``variant`` (padded, ragged, pt2), or None."""
+    """An export in ``repo`` of the same source in ``dtype`` and ``variant`` (padded, ragged, pt2), or None. It must
+    also compute the same module chain (pooling, normalize, Dense, dims): its rows are compared with the same
+    reference."""
     from ..export.reader import exported_models
 
     return next((m for m in exported_models(repo) if m.metadata.source_path == meta.source_path
-                 and m.metadata.dtype == dtype and m.metadata.variant == variant), None)
+                 and m.metadata.modules == meta.modules and m.metadata.dtype == dtype
+                 and m.metadata.variant == variant), None)
 
 
 def pt2_module(repo: Path, meta, wrapper, spec, example, scratch: Path):

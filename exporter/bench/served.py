@@ -66,6 +66,9 @@ def serve_and_measure(report, options, repo, target, tokenizer, workloads, expec
         with TritonClient(server.grpc_url, "grpc") as admin:
             served = admin.model(name)
             served_text = admin.model(text_name) if has_text else None
+            # the ragged export's own input type: it may be --int32 where the padded one is not, or the reverse
+            ragged_dtype = admin.model(ragged.name).inputs[0].numpy_dtype if ragged and ragged.name in server.models \
+                else None
         names = [t.name for t in served.inputs]
         dtype = served.inputs[0].numpy_dtype
         output = served.outputs[0].name
@@ -101,8 +104,8 @@ def serve_and_measure(report, options, repo, target, tokenizer, workloads, expec
             bucketed = [encode_batch(tokenizer, [t], target.metadata.max_seq_len, names, dtype,
                                      tuple(options.buckets))
                         for t in texts]
-            unpadded = [encode_batch(tokenizer, [t], target.metadata.max_seq_len, ["input_ids"], dtype)
-                        for t in texts] if ragged is not None else []
+            unpadded = [encode_batch(tokenizer, [t], target.metadata.max_seq_len, ["input_ids"], ragged_dtype)
+                        for t in texts] if ragged_dtype is not None else []
             for concurrency in options.concurrencies:
                 token_requests = bucketed if concurrency > 1 else single
                 costs = [(int(r["attention_mask"].sum()), r["attention_mask"].shape[1]) for r in token_requests]

@@ -241,7 +241,9 @@ class TritonServer:
                 return self
             except _PortInUse as busy:
                 self.stop()
-                if attempt + 1 == attempts:
+                # a port that was given stays taken: only a free port chosen here may have been lost to a race
+                taken = {int(p) for p in re.findall(r":(\d+)' already in use", str(busy))}
+                if attempt + 1 == attempts or taken & {p for p in self._ports_given if p is not None}:
                     raise ServerError(
                         f"tritonserver could not bind its ports on {self.host} (HTTP {self.http_port}, "
                         f"gRPC {self.grpc_port}): {busy}",
