@@ -20,12 +20,11 @@ from exporter.triton_client import TritonClient
 
 @pytest.fixture(scope="module")
 def jemalloc() -> Path:
+    from conftest import require
+
     found = find_jemalloc()
-    if found is None:
-        message = f"{JEMALLOC} is not installed (the set-up installs Debian's libjemalloc2)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI: {message}")
-        pytest.skip(message)
+    require(found is not None, f"{JEMALLOC} is not installed (the set-up installs Debian's libjemalloc2)",
+            part="jemalloc")
     return found
 
 
