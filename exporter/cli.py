@@ -132,6 +132,10 @@ def main(verbose: bool) -> None:
 @click.option("--with-tokenizer/--no-with-tokenizer", default=False, show_default=True,
               help="Also write <name>_tokenizer (Python backend, needs 'tokenizers' in the server) and the "
                    "<name>_text ensemble: text in, embeddings out. Not with --format pt2.")
+@click.option("--tokenizer", "tokenizer_mode", type=click.Choice(["graph", "python"]), default=None,
+              help="With --with-tokenizer: graph writes <name>_text as one TorchScript model with the tokenizer inside "
+                   "(no Python in the server); python writes the Python tokenizer model and ensemble (or BLS model). "
+                   "Default: graph where the model's tokenizer is reproduced exactly (WordPiece), else python.")
 @click.option("--buckets", default="", help="Padding length buckets of the tokenizer model, e.g. 16,32,64,128,256,512 "
                                              "(default; capped at max_seq_len).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
@@ -139,7 +143,7 @@ def main(verbose: bool) -> None:
 def trace(model, out, name, version, force, pooling, normalize, max_seq_len, revision, trust_remote_code, int32,
           token_embeddings, dtype, device, fmt, batching, ragged_token_budget, max_batch_size, instances, kind,
           max_queue_delay_us, preferred, intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup,
-          with_tokenizer, buckets, as_json):
+          with_tokenizer, tokenizer_mode, buckets, as_json):
     """Export MODEL to TorchScript (or pt2) and config.pbtxt.
 
     MODEL is a hub id or a local folder. Writes model.pt (or with --format pt2: model.pt2) and config.pbtxt after
@@ -155,6 +159,7 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, rev
         intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
         disable_optimized_execution=disable_optimized_execution, warmup=not no_warmup,
         with_tokenizer=with_tokenizer, buckets=tuple(int(b) for b in buckets.split(",") if b.strip()),
+        tokenizer=tokenizer_mode,
     )
     try:
         result = export_model(model, options, progress=_progress_printer(sys.stderr.isatty() and not as_json))
