@@ -389,6 +389,32 @@ def check_libtorch_cmd(model_dir, as_json):
                                 fix="re-export the model", where=str(model_dir))
 
 
+@main.command("check-tokenizer")
+@click.argument("model")
+@click.option("--max-seq-len", type=int, help="Truncation length (default: the model's max_seq_length).")
+@click.option("--revision", help="Hub revision (commit, branch or tag).")
+@click.option("--fraction", type=float, default=1.0, show_default=True,
+              help="The share of each hostile-corpus group to check (every code point is 1.0).")
+@click.option("--count", type=int, default=2000, show_default=True, help="Generated texts per group.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_friendly_errors
+def check_tokenizer_cmd(model, max_seq_len, revision, fraction, count, as_json):
+    """Check the in-graph tokenizer against the tokenizers library.
+
+    Builds MODEL's graph tokenizer (what --tokenizer graph puts in <name>_text) and compares its ids with the
+    tokenizers library's on the whole hostile corpus: every code point, scripts, controls, emoji, added tokens, long
+    words, truncation, whitespace, invalid UTF-8. Fails on any mismatch."""
+    from .errors import VerificationError
+    from .text_graph.check import check_model_tokenizer
+
+    report = check_model_tokenizer(model, fraction, count, max_seq_len, revision)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    if not report.passed:
+        raise VerificationError(f"the graph tokenizer differs from the tokenizers library on "
+                                f"{len(report.mismatches)} of {report.total} texts",
+                                fix="export with --tokenizer python, and report the texts", where=model)
+
+
 @main.command()
 @click.argument("repository", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--storage-uri", required=True,
