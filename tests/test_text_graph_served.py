@@ -134,3 +134,35 @@ def test_verify_understands_the_graph_text_model(nvidia_backend, repo):
         assert "one TorchScript model, no Python" in check.served_by, check.served_by
         assert "Python backend" not in check.served_by
         assert check.inferences >= check.texts_sent and check.executions > 0
+
+
+def test_string_tensors_in_configs():
+    """TYPE_STRING is accepted for a LibTorch input reshaped to one string per batch item, refused elsewhere."""
+    from exporter.errors import ConfigError
+    from exporter.export.triton_config import TensorConfig, TritonModelConfig
+
+    out = (TensorConfig("embedding", "TYPE_FP32", (4,)),)
+    TritonModelConfig("t", 8, (TensorConfig("text", "TYPE_STRING", (1,), reshape=()),), out)
+    with pytest.raises(ConfigError, match="reshape"):
+        TritonModelConfig("t", 8, (TensorConfig("text", "TYPE_STRING", (1,)),), out)
+    with pytest.raises(ConfigError, match="output 'o'.data_type"):
+        TritonModelConfig("t", 8, (TensorConfig("text", "TYPE_STRING", (1,), reshape=()),),
+                          (TensorConfig("o", "TYPE_STRING", (1,)),))
+
+
+@pytest.mark.parametrize("options", [{"batching": "ragged"}, {"int32": True}], ids=["ragged", "padded_int32"])
+def test_graph_text_model_over_other_exports(tmp_path, options):
+    """Around a ragged export's module and a padded int32 export's traced module, the text model (loaded back from
+    model.pt) gives encode()'s rows."""
+    import torch
+    from model_factory import random_model
+    from sentence_transformers import SentenceTransformer
+
+    src = random_model(tmp_path / "src", "bert", max_seq_length=48)
+    export_model(src, ExportOptions(out=tmp_path / "repo", name="m", max_batch_size=8, with_tokenizer=True,
+                                    tokenizer="graph", **options))
+    module = torch.jit.load(str(tmp_path / "repo" / "m_text" / "1" / "model.pt"))
+    texts = ["short", "", "a longer text that the tokenizer cuts " * 8, "中文 naïve [SEP]"]
+    want = SentenceTransformer(src, device="cpu").encode(texts, convert_to_numpy=True)
+    with torch.inference_mode():
+        _assert_close(module(texts).numpy(), want)
