@@ -23,20 +23,10 @@ CHARWISE_PRE_TOKENIZERS = ("BertPreTokenizer", "WhitespaceSplit")
 FIX = "export with --tokenizer python (the Python tokenizer model runs the tokenizers library itself)"
 
 
-@dataclass
-class WordPieceTables:
-    """Everything the scripted tokenizer needs, as plain Python values (TorchScript module attributes)."""
+@dataclass(kw_only=True)
+class AddedTables:
+    """What every family shares: added tokens matched in the raw text, the post-processor's ids, truncation."""
 
-    ascii_kind: list[int]  # 128 entries: KEEP / SPLIT / ISOLATE / MIXED
-    ascii_text: list[str]  # 128 normalized outputs
-    kind: dict[int, int]  # non-ASCII code points whose kind is not KEEP, or whose output is not themselves
-    text: dict[int, str]  # their normalized output (KEEP and ISOLATE)
-    mixed_chars: dict[int, list[str]]  # MIXED: output characters and each one's kind
-    mixed_kinds: dict[int, list[int]]
-    vocab: dict[str, int]
-    unk_id: int
-    prefix: str  # continuing_subword_prefix
-    max_chars: int  # max_input_chars_per_word
     added: list[str]  # added tokens matched in the raw text, with their ids and strip flags
     added_ids: list[int]
     added_lstrip: list[bool]
@@ -50,6 +40,22 @@ class WordPieceTables:
     def budget(self) -> int:
         """Tokens of the text itself that fit beside the special tokens."""
         return self.max_seq_len - len(self.prefix_ids) - len(self.suffix_ids)
+
+
+@dataclass(kw_only=True)
+class WordPieceTables(AddedTables):
+    """Everything the scripted WordPiece tokenizer needs, as plain Python values (TorchScript module attributes)."""
+
+    ascii_kind: list[int]  # 128 entries: KEEP / SPLIT / ISOLATE / MIXED
+    ascii_text: list[str]  # 128 normalized outputs
+    kind: dict[int, int]  # non-ASCII code points whose kind is not KEEP, or whose output is not themselves
+    text: dict[int, str]  # their normalized output (KEEP and ISOLATE)
+    mixed_chars: dict[int, list[str]]  # MIXED: output characters and each one's kind
+    mixed_kinds: dict[int, list[int]]
+    vocab: dict[str, int]
+    unk_id: int
+    prefix: str  # continuing_subword_prefix
+    max_chars: int  # max_input_chars_per_word
 
 
 def _unsupported(part: str, detail: str) -> UnsupportedModelError:
@@ -194,16 +200,9 @@ def _whitespace() -> dict[int, bool]:
             if cp not in _SURROGATES and len(split.pre_tokenize_str("x" + chr(cp) + "x")) == 2}
 
 
-def derive_tables(backend, max_seq_len: int) -> WordPieceTables:
-    """The tables of ``backend`` (a ``tokenizers.Tokenizer``) truncating at ``max_seq_len`` tokens in all;
-    raises UnsupportedModelError naming the part the graph cannot reproduce."""
-    problem = unsupported_part(backend)
-    if problem is not None:
-        raise problem
-    model = json.loads(backend.to_str())["model"]
-    vocab = backend.get_vocab(with_added_tokens=False)
-    if model["unk_token"] not in vocab:
-        raise _unsupported("model.unk_token", f"the unknown token {model['unk_token']!r} is not in the vocabulary")
+def added_tables(backend, max_seq_len: int) -> dict:
+    """The AddedTables fields of ``backend``: its added tokens (special ones left out when the tokenizer encodes
+    them as text), the post-processor's ids and the whitespace that lstrip/rstrip take."""
     added = sorted(backend.get_added_tokens_decoder().items())
     if backend.encode_special_tokens:  # special tokens are then tokenized as text, not matched
         added = [(i, t) for i, t in added if not t.special]
@@ -211,13 +210,26 @@ def derive_tables(backend, max_seq_len: int) -> WordPieceTables:
     if max_seq_len <= len(prefix_ids) + len(suffix_ids):
         raise UnsupportedModelError(f"max_seq_len {max_seq_len} leaves no room beside the special tokens",
                                     fix="use a larger --max-seq-len", where="--max-seq-len")
-    ascii_kind, ascii_text, kind, text, mixed_chars, mixed_kinds = _character_tables(backend)
     strips = any(t.lstrip or t.rstrip for _, t in added)
+    return dict(added=[t.content for _, t in added], added_ids=[i for i, _ in added],
+                added_lstrip=[bool(t.lstrip) for _, t in added], added_rstrip=[bool(t.rstrip) for _, t in added],
+                whitespace=_whitespace() if strips else {}, prefix_ids=list(prefix_ids), suffix_ids=list(suffix_ids),
+                max_seq_len=max_seq_len)
+
+
+def derive_tables(backend, max_seq_len: int) -> WordPieceTables:
+    """The tables of ``backend`` (a ``tokenizers.Tokenizer`` with a WordPiece model) truncating at ``max_seq_len``
+    tokens in all; raises UnsupportedModelError naming the part the graph cannot reproduce."""
+    problem = unsupported_part(backend)
+    if problem is not None:
+        raise problem
+    model = json.loads(backend.to_str())["model"]
+    vocab = backend.get_vocab(with_added_tokens=False)
+    if model["unk_token"] not in vocab:
+        raise _unsupported("model.unk_token", f"the unknown token {model['unk_token']!r} is not in the vocabulary")
+    common = added_tables(backend, max_seq_len)
+    ascii_kind, ascii_text, kind, text, mixed_chars, mixed_kinds = _character_tables(backend)
     return WordPieceTables(
         ascii_kind=ascii_kind, ascii_text=ascii_text, kind=kind, text=text, mixed_chars=mixed_chars,
         mixed_kinds=mixed_kinds, vocab=vocab, unk_id=vocab[model["unk_token"]],
-        prefix=model["continuing_subword_prefix"], max_chars=int(model["max_input_chars_per_word"]),
-        added=[t.content for _, t in added], added_ids=[i for i, _ in added],
-        added_lstrip=[bool(t.lstrip) for _, t in added], added_rstrip=[bool(t.rstrip) for _, t in added],
-        whitespace=_whitespace() if strips else {}, prefix_ids=list(prefix_ids), suffix_ids=list(suffix_ids),
-        max_seq_len=max_seq_len)
+        prefix=model["continuing_subword_prefix"], max_chars=int(model["max_input_chars_per_word"]), **common)
