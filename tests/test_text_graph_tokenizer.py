@@ -119,14 +119,10 @@ def test_empty_whitespace_and_truncation(minilm_json):
     assert graph.encode("") == [101, 102]
 
 
-def _trained_bpe() -> Tokenizer:
-    from tokenizers import models, pre_tokenizers, trainers
+def _unigram() -> Tokenizer:
+    from tokenizers import models
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
-    bpe.train_from_iterator(["a small corpus of words for a byte level tokenizer"] * 10,
-                            trainers.BpeTrainer(vocab_size=300, show_progress=False))
-    return bpe
+    return Tokenizer(models.Unigram([("<unk>", 0.0), ("a", -1.0), ("b", -2.0)], 0))
 
 
 def test_unsupported_parts_are_named(minilm_json):
@@ -134,16 +130,16 @@ def test_unsupported_parts_are_named(minilm_json):
 
     from exporter.export.text_models import tokenizer_mode
 
-    with pytest.raises(UnsupportedModelError, match="model.type.*--tokenizer python"):
-        derive_tables(_trained_bpe(), 64)
+    with pytest.raises(UnsupportedModelError, match="not WordPiece.*model.type.*--tokenizer python"):
+        derive_tables(_unigram(), 64)
     with pytest.raises(UnsupportedModelError, match="normalizer.type"):
         derive_tables(_variant(minilm_json, lambda d: d.update(normalizer={"type": "NFKC"})), 64)
     with pytest.raises(UnsupportedModelError, match="single_word"):
         derive_tables(_variant(minilm_json, lambda d: d["added_tokens"][1].update(single_word=True)), 64)
-    hf_bpe = PreTrainedTokenizerFast(tokenizer_object=_trained_bpe())
-    with pytest.raises(UnsupportedModelError, match="the tokenizer model is BPE"):
-        tokenizer_mode("graph", hf_bpe)
-    assert tokenizer_mode(None, hf_bpe) == "python"
+    hf_unigram = PreTrainedTokenizerFast(tokenizer_object=_unigram())
+    with pytest.raises(UnsupportedModelError, match="the tokenizer model is Unigram"):
+        tokenizer_mode("graph", hf_unigram)
+    assert tokenizer_mode(None, hf_unigram) == "python"
     assert tokenizer_mode(None, PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(minilm_json))) == "graph"
 
 

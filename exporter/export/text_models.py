@@ -126,7 +126,7 @@ def tokenizer_mode(mode: str | None, tokenizer) -> str:
     """``graph`` or ``python`` for ``tokenizer`` (a transformers tokenizer): ``mode`` as asked, checked; None picks
     graph when the graph reproduces the tokenizer exactly, else python. Asking graph for a tokenizer it cannot
     reproduce raises UnsupportedModelError naming the part."""
-    from ..text_graph.tables import unsupported_part
+    from ..text_graph.families import unsupported
 
     if mode not in (None, *TOKENIZER_MODES):
         raise UnsupportedModelError(f"unknown tokenizer mode '{mode}'", fix=f"use one of {', '.join(TOKENIZER_MODES)}",
@@ -136,7 +136,7 @@ def tokenizer_mode(mode: str | None, tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     problem = (UnsupportedModelError("the model's tokenizer has no fast (tokenizer.json) version",
                                      fix="export with --tokenizer python", where="--tokenizer graph")
-               if backend is None else unsupported_part(backend))
+               if backend is None else unsupported(backend))
     if problem is not None and mode == "graph":
         raise problem
     return "python" if problem is not None else "graph"

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import corpus as hostile
-from .tables import WordPieceTables, derive_tables
-from .wordpiece import build_tokenizer
+from .families import build, derive
+from .tables import AddedTables
 
 
 @dataclass
@@ -63,15 +63,15 @@ def reference_tokenizer(backend, max_seq_len: int):
     return ref
 
 
-def compare(backend, max_seq_len: int, groups: dict, tables: WordPieceTables | None = None,
+def compare(backend, max_seq_len: int, groups: dict, tables: AddedTables | None = None,
             report: TokenizerReport | None = None) -> TokenizerReport:
     """Every text of ``groups`` through the graph tokenizer and the library; mismatches recorded, none raised."""
     report = report or TokenizerReport()
     if tables is None:
         started = time.perf_counter()
-        tables = derive_tables(backend, max_seq_len)
+        tables = derive(backend, max_seq_len)
         report.derive_s += time.perf_counter() - started
-    graph = build_tokenizer(tables)
+    graph = build(tables)
     ref = reference_tokenizer(backend, max_seq_len)
     for group, texts in groups.items():
         decoded = [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in texts]
@@ -91,9 +91,9 @@ def check_tokenizer(backend, max_seq_len: int, fraction: float = 1.0, count: int
     """The whole hostile corpus (or a seeded ``fraction`` of each group) for ``backend``, a ``tokenizers.Tokenizer``;
     raises UnsupportedModelError when the graph cannot reproduce it."""
     started = time.perf_counter()
-    tables = derive_tables(backend, max_seq_len)
+    tables = derive(backend, max_seq_len)
     report = TokenizerReport(derive_s=time.perf_counter() - started)
-    groups = hostile.corpus(tables.added, tables.max_chars, max_seq_len, count=count, seed=seed)
+    groups = hostile.corpus(tables.added, getattr(tables, "max_chars", 100), max_seq_len, count=count, seed=seed)
     if fraction < 1.0:
         groups = hostile.sample(groups, fraction, seed)
     return compare(backend, max_seq_len, groups, tables, report)

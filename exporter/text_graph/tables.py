@@ -69,7 +69,7 @@ def unsupported_part(backend) -> UnsupportedModelError | None:
     data = json.loads(backend.to_str())
     model = data.get("model") or {}
     if model.get("type") != "WordPiece":
-        return _unsupported("model.type", f"the tokenizer model is {model.get('type')}; the graph has WordPiece")
+        return _unsupported("model.type", f"the tokenizer model is {model.get('type')}, not WordPiece")
     for part, allowed in (("normalizer", CHARWISE_NORMALIZERS), ("pre_tokenizer", CHARWISE_PRE_TOKENIZERS)):
         node = data.get(part)
         steps = [] if node is None else node.get(part + "s", []) if node.get("type") == "Sequence" else [node]

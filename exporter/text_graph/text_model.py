@@ -88,12 +88,13 @@ def build_checked_text_model(tokenizer, exported, reference, spec, meta, token_b
     from ..errors import ParityError, UnsupportedModelError
     from . import corpus as hostile
     from .check import compare
-    from .tables import FIX, derive_tables
-    from .wordpiece import build_tokenizer
+    from .families import build, derive, family_of
+    from .tables import FIX
 
     backend = tokenizer.backend_tokenizer
-    tables = derive_tables(backend, meta.max_seq_len)
-    groups = hostile.sample(hostile.corpus(tables.added, tables.max_chars, meta.max_seq_len, count=400), 0.02)
+    tables = derive(backend, meta.max_seq_len)
+    groups = hostile.sample(hostile.corpus(tables.added, getattr(tables, "max_chars", 100), meta.max_seq_len,
+                                           count=400), 0.02)
     exact = compare(backend, meta.max_seq_len, groups, tables)
     if not exact.passed:
         raise UnsupportedModelError(f"the graph tokenizer differs from the tokenizers library on "
@@ -105,7 +106,7 @@ def build_checked_text_model(tokenizer, exported, reference, spec, meta, token_b
                             pad_id, spec.max_positions or meta.max_seq_len, token_budget, meta.hidden_size,
                             torch.float16 if meta.dtype == "float16" else torch.float32, device)
     prompt = meta.prompts.get(meta.default_prompt_name, "") if meta.default_prompt_name else ""
-    module = build_text_model(build_tokenizer(tables), ragged, prompt, device)
+    module = build_text_model(build(tables), ragged, prompt, device)
 
     texts = _probe_texts(tokenizer, meta.max_seq_len)
     report = ParityReport(tolerance_for(meta.dtype, device))
@@ -116,9 +117,9 @@ def build_checked_text_model(tokenizer, exported, reference, spec, meta, token_b
     if not report.passed or rows != 2:
         raise ParityError(f"the graph text model differs from sentence-transformers; nothing was written\n"
                           f"{report.table()}", report, fix=FIX)
-    provenance = {"tokenizer": "wordpiece", "tokenizers_version": tokenizers.__version__,
+    provenance = {"tokenizer": family_of(backend), "tokenizers_version": tokenizers.__version__,
                   "max_seq_len": meta.max_seq_len, "prompt": prompt, "token_budget": token_budget,
-                  "tables": {"changed_code_points": len(tables.kind), "vocab": len(tables.vocab),
+                  "tables": {"vocab": len(tables.vocab),
                              "added_tokens": tables.added},
                   "exactness_sample": exact.to_dict(), "parity": report.to_dict()}
     return module, provenance
