@@ -399,7 +399,7 @@ def check_libtorch_cmd(model_dir, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_friendly_errors
 def check_tokenizer_cmd(model, max_seq_len, revision, fraction, count, as_json):
-    """Check the in-graph tokenizer against the tokenizers library.
+    """Compare the graph tokenizer with the tokenizers library.
 
     Builds MODEL's graph tokenizer (what --tokenizer graph puts in <name>_text) and compares its ids with the
     tokenizers library's on the whole hostile corpus: every code point, scripts, controls, emoji, added tokens, long
