@@ -373,7 +373,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     files = [target.model_dir / "config.pbtxt", target.version_dir / model_file,
              target.version_dir / "tei_export.json", target.version_dir / TOKENIZER_DIR]
     if options.with_tokenizer:
-        from .text_models import text_model_names, write_text_models
+        from .text_models import write_text_models
 
         _say(progress, f"writing the text model(s) beside {name} (text in, embeddings out)")
         files += write_text_models(Path(options.out), config, metadata, tokenizer, options.version, options.force,
