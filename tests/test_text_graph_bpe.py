@@ -114,3 +114,23 @@ def test_roberta_export_gets_the_graph_text_model(tmp_path):
     with torch.inference_mode():
         got = module(texts).numpy()
     assert abs(got - want).max() <= 1e-5
+
+
+def test_graph_refused_before_any_work_and_default_falls_back(tmp_path):
+    """A Unigram tokenizer: --tokenizer graph is refused naming the part, before anything is written; the default
+    keeps the Python tokenizer model and the ensemble."""
+    from model_factory import random_model
+    from transformers import PreTrainedTokenizerFast
+
+    from exporter.export.pipeline import ExportOptions, export_model
+
+    src = random_model(tmp_path / "src", "bert", max_seq_length=32)
+    unigram = Tokenizer(models.Unigram([("<unk>", 0.0), ("[PAD]", -1.0)] + [(c, -2.0) for c in "abcdefgh "], 0))
+    PreTrainedTokenizerFast(tokenizer_object=unigram, unk_token="<unk>", pad_token="[PAD]",
+                            model_input_names=["input_ids", "token_type_ids", "attention_mask"]).save_pretrained(src)
+    repo = tmp_path / "repo"
+    with pytest.raises(UnsupportedModelError, match="Unigram.*model.type"):
+        export_model(src, ExportOptions(out=repo, name="u", with_tokenizer=True, tokenizer="graph"))
+    assert not repo.exists() or not any(repo.iterdir())
+    export_model(src, ExportOptions(out=repo, name="u", max_batch_size=4, with_tokenizer=True))
+    assert sorted(p.name for p in repo.iterdir()) == ["u", "u_text", "u_tokenizer"]

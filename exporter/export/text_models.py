@@ -144,12 +144,13 @@ def tokenizer_mode(mode: str | None, tokenizer) -> str:
 
 def plan_text_models(repo: Path, name: str, version: int, force: bool, ragged: bool = False,
                      mode: str | None = None, source: Path | None = None) -> None:
-    """Before any slow work: refuse (like the token model) when a text model's version exists and not --force.
-    ``source`` (the model folder) decides the default ``mode``."""
-    if mode is None and source is not None:
+    """Before any slow work: refuse (like the token model) when a text model's version exists and not --force, or
+    when ``mode`` graph is asked for a tokenizer it cannot reproduce. ``source`` (the model folder) decides the
+    default ``mode``."""
+    if mode != "python" and source is not None:
         from transformers import AutoTokenizer
 
-        mode = tokenizer_mode(None, AutoTokenizer.from_pretrained(str(source)))
+        mode = tokenizer_mode(mode, AutoTokenizer.from_pretrained(str(source)))
     for model in text_model_names(name, ragged, mode or "python"):
         plan_version(Path(repo), model, version, force)
 
