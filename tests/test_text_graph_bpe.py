@@ -91,29 +91,64 @@ def test_unsupported_bpe_parts_are_named(bpe_json):
         derive(unigram, 64)
 
 
-def test_roberta_export_gets_the_graph_text_model(tmp_path):
-    import torch
+ROBERTA_TEXTS = ["it's a test", "", "a <mask> in text " * 6, "中文 naïve 😀", b"bad \xff bytes"]
+
+
+@pytest.fixture(scope="module")
+def roberta(tmp_path_factory):
+    """A random RoBERTa with a byte-level BPE tokenizer trained here, exported with --with-tokenizer (default mode),
+    and its encode() rows for ROBERTA_TEXTS (invalid bytes read as decode("utf-8", "replace"))."""
     from model_factory import random_model
     from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedTokenizerFast
 
     from exporter.export.pipeline import ExportOptions, export_model
 
-    src = random_model(tmp_path / "src", "roberta", max_seq_length=48)
+    tmp = tmp_path_factory.mktemp("roberta_bpe")
+    src = random_model(tmp / "src", "roberta", max_seq_length=48)
     PreTrainedTokenizerFast(tokenizer_object=_edited(trained_bpe().to_str(), _mask_lstrip), bos_token="<s>",
                             eos_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
                             cls_token="<s>", sep_token="</s>").save_pretrained(src)
-    export_model(src, ExportOptions(out=tmp_path / "repo", name="rb", max_batch_size=8, with_tokenizer=True))
-    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["rb", "rb_text"]
-    provenance = json.loads((tmp_path / "repo" / "rb_text" / "1" / "text_graph.json").read_text())
-    assert provenance["tokenizer"] == "bytelevel_bpe" and provenance["exactness_sample"]["mismatches"] == 0
-    module = torch.jit.load(str(tmp_path / "repo" / "rb_text" / "1" / "model.pt"))
-    texts = ["it's a test", "", "a <mask> in text " * 6, "中文 naïve 😀", b"bad \xff bytes"]
+    export_model(src, ExportOptions(out=tmp / "repo", name="rb", max_batch_size=8, max_queue_delay_us=20000,
+                                    with_tokenizer=True))
     want = SentenceTransformer(src, device="cpu").encode(
-        [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in texts], convert_to_numpy=True)
+        [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in ROBERTA_TEXTS], convert_to_numpy=True)
+    return tmp / "repo", want
+
+
+def test_roberta_export_gets_the_graph_text_model(roberta):
+    import torch
+
+    repo, want = roberta
+    assert sorted(p.name for p in repo.iterdir()) == ["rb", "rb_text"]
+    provenance = json.loads((repo / "rb_text" / "1" / "text_graph.json").read_text())
+    assert provenance["tokenizer"] == "bytelevel_bpe" and provenance["exactness_sample"]["mismatches"] == 0
+    module = torch.jit.load(str(repo / "rb_text" / "1" / "model.pt"))
     with torch.inference_mode():
-        got = module(texts).numpy()
+        got = module(ROBERTA_TEXTS).numpy()
     assert abs(got - want).max() <= 1e-5
+
+
+def test_roberta_text_model_served_on_nvidia(binary, nvidia_backend, roberta, tmp_path):
+    """The same model through NVIDIA's backend: texts merged from concurrent requests, invalid bytes included."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from exporter.triton.server import TritonServer
+    from exporter.triton_client import TritonClient
+
+    repo, want = roberta
+
+    def one(text):
+        data = np.array([[text if isinstance(text, bytes) else text.encode("utf-8")]], dtype=np.object_)
+        with TritonClient(server.grpc_url, "grpc") as client:
+            return client.infer("rb_text", {"text": data}, ["embedding"])["embedding"]
+
+    with TritonServer(repo, binary=binary, backend="nvidia", log_path=tmp_path / "triton.log") as server:
+        with ThreadPoolExecutor(len(ROBERTA_TEXTS)) as pool:
+            got = np.concatenate(list(pool.map(one, ROBERTA_TEXTS * 3)), axis=0)
+    assert np.abs(got - np.concatenate([want] * 3, axis=0)).max() <= 1e-5
 
 
 def test_graph_refused_before_any_work_and_default_falls_back(tmp_path):
