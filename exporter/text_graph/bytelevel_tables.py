@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .tables import AddedTables, _unsupported, added_tables
 
@@ -92,17 +93,24 @@ def _byte_map(pre) -> list[str]:
     return mapping
 
 
-def derive_bytelevel_tables(backend, max_seq_len: int) -> ByteLevelTables:
-    """The tables of ``backend`` (a ``tokenizers.Tokenizer`` with a byte-level BPE model)."""
+@lru_cache(maxsize=1)
+def _alphabet_tables() -> tuple[list[int], dict[int, int], list[str]]:
+    """(ascii_class, char_class, byte_map): the same for every byte-level BPE tokenizer of this library version, so
+    derived once per process (shared, not to be modified)."""
     from tokenizers import pre_tokenizers
 
+    splitter = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    return (*_classes(splitter), _byte_map(splitter))
+
+
+def derive_bytelevel_tables(backend, max_seq_len: int) -> ByteLevelTables:
+    """The tables of ``backend`` (a ``tokenizers.Tokenizer`` with a byte-level BPE model)."""
     data = json.loads(backend.to_str())
     problem = unsupported_bytelevel(data)
     if problem is not None:
         raise problem
     model, pre = data["model"], data["pre_tokenizer"]
-    splitter = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    ascii_class, char_class = _classes(splitter)
+    ascii_class, char_class, byte_map = _alphabet_tables()
     merges = {}
     for rank, merge in enumerate(model["merges"]):
         left, right = merge if isinstance(merge, list) else merge.split(" ", 1)
@@ -110,6 +118,6 @@ def derive_bytelevel_tables(backend, max_seq_len: int) -> ByteLevelTables:
     vocab = backend.get_vocab(with_added_tokens=False)
     unk = model.get("unk_token")
     return ByteLevelTables(
-        ascii_class=ascii_class, char_class=char_class, byte_map=_byte_map(splitter), vocab=vocab, merges=merges,
+        ascii_class=ascii_class, char_class=char_class, byte_map=byte_map, vocab=vocab, merges=merges,
         add_prefix_space=bool(pre.get("add_prefix_space")), ignore_merges=bool(model.get("ignore_merges")),
         unk_id=vocab.get(unk, -1) if unk else -1, **added_tables(backend, max_seq_len))

@@ -129,8 +129,23 @@ def _normalized(backend) -> dict[int, str]:
     return changed
 
 
+# Per-character tables by the normalizer's and pre-tokenizer's JSON: every code point through them takes seconds, and
+# tokenizers that share both (one model's variants, one process exporting several models) share the result.
+_CHARACTER_TABLES: dict[str, tuple] = {}
+
+
 def _character_tables(backend):
-    """(ascii_kind, ascii_text, kind, text, mixed_chars, mixed_kinds) for every code point."""
+    """(ascii_kind, ascii_text, kind, text, mixed_chars, mixed_kinds) for every code point (shared, not to be
+    modified)."""
+    data = json.loads(backend.to_str())
+    key = json.dumps([data.get("normalizer"), data.get("pre_tokenizer")], sort_keys=True)
+    if key not in _CHARACTER_TABLES:
+        _CHARACTER_TABLES.clear()  # one entry: the tables are large
+        _CHARACTER_TABLES[key] = _derive_character_tables(backend)
+    return _CHARACTER_TABLES[key]
+
+
+def _derive_character_tables(backend):
     pre = backend.pre_tokenizer
     changed = _normalized(backend)
     classes: dict[str, int] = {}
