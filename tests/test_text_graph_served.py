@@ -166,3 +166,18 @@ def test_graph_text_model_over_other_exports(tmp_path, options):
     want = SentenceTransformer(src, device="cpu").encode(texts, convert_to_numpy=True)
     with torch.inference_mode():
         _assert_close(module(texts).numpy(), want)
+
+
+def test_served_on_the_newest_backend(binary, newest_backend, repo, st_model, texts, tmp_path):
+    """NVIDIA's newest pytorch_backend (main) passes the strings the same way: the same rows, merged requests."""
+    want = st_model.encode(texts, convert_to_numpy=True)
+    with TritonServer(repo, binary=binary, backend="nvidia:main", log_path=tmp_path / "triton.log") as server:
+        assert "(main)" in server.served_by(f"{NAME}_text")
+
+        def one(text):
+            with TritonClient(server.grpc_url, "grpc") as client:
+                return client.infer(f"{NAME}_text", _batch([text]), ["embedding"])["embedding"]
+
+        with ThreadPoolExecutor(8) as pool:
+            got = np.concatenate(list(pool.map(one, texts)), axis=0)
+    _assert_close(got, want)
