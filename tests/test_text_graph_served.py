@@ -181,3 +181,15 @@ def test_served_on_the_newest_backend(binary, newest_backend, repo, st_model, te
         with ThreadPoolExecutor(8) as pool:
             got = np.concatenate(list(pool.map(one, texts)), axis=0)
     _assert_close(got, want)
+
+
+def test_served_on_the_compatibility_backend(binary, repo, st_model, tmp_path):
+    """The compatibility backend (Python-based, where NVIDIA's is not built) calls forward() with the strings too."""
+    texts = ["hello world", "", "naïve 中文 [SEP]", b"x\xff y"]
+    want = st_model.encode([t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in texts],
+                           convert_to_numpy=True)
+    with TritonServer(repo, binary=binary, backend="compat", log_path=tmp_path / "triton.log") as server:
+        assert server.served_by(f"{NAME}_text") == "compatibility backend (model.py)"
+        with TritonClient(server.grpc_url, "grpc") as client:
+            got = client.infer(f"{NAME}_text", _batch(texts), ["embedding"])["embedding"]
+    _assert_close(got, want)
