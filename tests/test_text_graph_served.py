@@ -2,7 +2,8 @@
 backend in the real bundled tritonserver: its config parses with Triton's protobuf, its rows equal
 ``SentenceTransformer.encode`` over HTTP and gRPC with requests merged, no Python runs anywhere (no stub in the
 server's process group, no Python model in the repository), one invalid UTF-8 text does not fail the texts merged
-with it, and ``verify`` reports the model for what it is."""
+with it, and ``verify`` reports the model for what it is. NVIDIA's newest backend (main) and the compatibility
+backend serve it with the same rows."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
