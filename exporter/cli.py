@@ -159,6 +159,10 @@ def main(verbose: bool) -> None:
 @click.option("--with-tokenizer/--no-with-tokenizer", default=False, show_default=True,
               help="Also write <name>_tokenizer (Python backend, needs 'tokenizers' in the server) and the "
                    "<name>_text ensemble: text in, embeddings out. Not with --format pt2.")
+@click.option("--tokenizer", "tokenizer_mode", type=click.Choice(["graph", "python"]), default=None,
+              help="With --with-tokenizer: graph writes <name>_text as one TorchScript model with the tokenizer inside "
+                   "(no Python in the server); python writes the Python tokenizer model and ensemble (or BLS model). "
+                   "Default: graph where the model's tokenizer is reproduced exactly (WordPiece), else python.")
 @click.option("--buckets", default="", help="Padding length buckets of the tokenizer model, e.g. 16,32,64,128,256,512 "
                                              "(default; capped at max_seq_len).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
@@ -166,7 +170,7 @@ def main(verbose: bool) -> None:
 def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dims, revision, trust_remote_code, int32,
           token_embeddings, dtype, device, fmt, batching, ragged_token_budget, max_batch_size, instances, kind,
           max_queue_delay_us, preferred, intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup,
-          with_tokenizer, buckets, as_json):
+          with_tokenizer, tokenizer_mode, buckets, as_json):
     """Export MODEL to TorchScript (or pt2) and config.pbtxt.
 
     MODEL is a hub id or a local folder. Writes model.pt (or with --format pt2: model.pt2) and config.pbtxt after
@@ -182,6 +186,7 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dim
         intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
         disable_optimized_execution=disable_optimized_execution, warmup=not no_warmup,
         with_tokenizer=with_tokenizer, buckets=tuple(int(b) for b in buckets.split(",") if b.strip()),
+        tokenizer=tokenizer_mode,
     )
     try:
         result = export_model(model, options, progress=_progress_printer(sys.stderr.isatty() and not as_json))
@@ -424,6 +429,32 @@ def check_libtorch_cmd(model_dir, as_json):
     if not report.ok and not report.skipped:
         raise VerificationError("the model's output in LibTorch C++ differs from eager sentence-transformers",
                                 fix="re-export the model", where=str(model_dir))
+
+
+@main.command("check-tokenizer")
+@click.argument("model")
+@click.option("--max-seq-len", type=int, help="Truncation length (default: the model's max_seq_length).")
+@click.option("--revision", help="Hub revision (commit, branch or tag).")
+@click.option("--fraction", type=float, default=1.0, show_default=True,
+              help="The share of each hostile-corpus group to check (every code point is 1.0).")
+@click.option("--count", type=int, default=2000, show_default=True, help="Generated texts per group.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_friendly_errors
+def check_tokenizer_cmd(model, max_seq_len, revision, fraction, count, as_json):
+    """Compare the graph tokenizer with the tokenizers library.
+
+    Builds MODEL's graph tokenizer (what --tokenizer graph puts in <name>_text) and compares its ids with the
+    tokenizers library's on the whole hostile corpus: every code point, scripts, controls, emoji, added tokens, long
+    words, truncation, whitespace, invalid UTF-8. Fails on any mismatch."""
+    from .errors import VerificationError
+    from .text_graph.check import check_model_tokenizer
+
+    report = check_model_tokenizer(model, fraction, count, max_seq_len, revision)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    if not report.passed:
+        raise VerificationError(f"the graph tokenizer differs from the tokenizers library on "
+                                f"{len(report.mismatches)} of {report.total} texts",
+                                fix="export with --tokenizer python, and report the texts", where=model)
 
 
 @main.command()

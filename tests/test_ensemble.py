@@ -31,7 +31,7 @@ NAME = "mini"
 def exported(minilm, tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo_text")
     result = export_model(minilm, ExportOptions(out=repo, name=NAME, max_batch_size=16, max_queue_delay_us=20000,
-                                                with_tokenizer=True))
+                                                with_tokenizer=True, tokenizer="python"))
     return repo, result
 
 

@@ -59,7 +59,8 @@ def token_repo(tmp_path_factory, minilm_export):
 def text_repo(tmp_path_factory, minilm):
     """MiniLM with the text pipeline: the tokenizer model runs in a Python backend stub on either backend."""
     repo = tmp_path_factory.mktemp("faults_text")
-    export_model(minilm, ExportOptions(out=repo, name="mini", max_batch_size=16, with_tokenizer=True))
+    export_model(minilm, ExportOptions(out=repo, name="mini", max_batch_size=16, with_tokenizer=True,
+                                       tokenizer="python"))
     return repo
 
 

@@ -25,9 +25,10 @@ NEWEST = "nvidia:main"  # the branch the test set-up builds (see the newest_back
 @pytest.fixture(scope="module")
 def repo(minilm, tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo_newest")
-    export_model(minilm, ExportOptions(out=repo, name="mp", max_batch_size=16, with_tokenizer=True))
+    export_model(minilm, ExportOptions(out=repo, name="mp", max_batch_size=16, with_tokenizer=True,
+                                       tokenizer="python"))
     export_model(minilm, ExportOptions(out=repo, name="mr", batching="ragged", max_batch_size=64,
-                                       with_tokenizer=True))
+                                       with_tokenizer=True, tokenizer="python"))
     return repo
 
 

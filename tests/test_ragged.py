@@ -28,7 +28,8 @@ BUDGET = 256  # small, so that a couple of dozen sentences already need several 
 def ragged(minilm, tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo_ragged")
     return export_model(minilm, ExportOptions(out=repo, name="mr", batching="ragged", max_batch_size=16,
-                                              ragged_token_budget=BUDGET, with_tokenizer=True))
+                                              ragged_token_budget=BUDGET, with_tokenizer=True,
+                                              tokenizer="python"))
 
 
 @pytest.fixture(scope="module")

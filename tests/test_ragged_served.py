@@ -23,7 +23,8 @@ BACKENDS = ("nvidia", "compat")
 def ragged_repo(minilm, tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo_ragged_served")
     export_model(minilm, ExportOptions(out=repo, name="mr", batching="ragged", max_batch_size=64,
-                                       max_queue_delay_us=20000, ragged_token_budget=1024, with_tokenizer=True))
+                                       max_queue_delay_us=20000, ragged_token_budget=1024, with_tokenizer=True,
+                                       tokenizer="python"))
     return repo
 
 

@@ -96,7 +96,7 @@ def test_config_header_names_the_source_not_its_local_path(tmp_path):
     # to it (a home folder, a user name). tei_export.json keeps the full provenance.
     src = random_model(tmp_path / "home" / "alice" / "models" / "tiny-bert", "bert", max_seq_length=32)
     result = export_model(src, ExportOptions(out=tmp_path / "repo", name="tiny", max_batch_size=4,
-                                             with_tokenizer=True))
+                                             with_tokenizer=True, tokenizer="python"))
     configs = sorted((tmp_path / "repo").glob("*/config.pbtxt"))
     assert [c.parent.name for c in configs] == ["tiny", "tiny_text", "tiny_tokenizer"]
     for config in configs:

@@ -239,12 +239,18 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
             served = admin.model(name)
             token_model = admin.model(model.name)
             token_side = served_by(token_model.backend, token_model.runtime, token_model.platform, nvidia_label)
+            # A graph text model (pytorch_libtorch) tokenizes and encodes itself: its own statistics count the texts.
+            graph = served.platform == "pytorch_libtorch"
+            counted = name if graph else model.name
+            text_side = served_by(served.backend, served.runtime, served.platform, nvidia_label)
             check.served_by = (f"ensemble: {model.name}_tokenizer on the Python backend, then {model.name} on the "
                                f"{token_side}" if served.platform == "ensemble" else
+                               f"{name} on the {text_side} (tokenizer and encoder in one TorchScript model"
+                               f"{', no Python' if text_side == nvidia_label else ''})" if graph else
                                f"{name} on the Python backend (one request per text to {model.name}), then "
                                f"{model.name} on the {token_side}")
             output = served.outputs[0].name
-            before = admin.statistics(model.name)
+            before = admin.statistics(counted)
             for run in runs:
                 batch = min(run.batch, request_rows(served))
 
@@ -257,7 +263,7 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
                 got = np.concatenate(_map(one, _split(list(range(len(texts))), batch), run.concurrency), axis=0)
                 _record_run(check, "text, " + Run(batch, run.concurrency).label, batch, items, expected, got,
                             tolerance, started)
-            after = admin.statistics(model.name, at_least=before[0] + len(texts) * len(runs))
+            after = admin.statistics(counted, at_least=before[0] + len(texts) * len(runs))
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
     except Exception as err:  # reported as a failed check, not a crash
         check.error = _error_text(err)

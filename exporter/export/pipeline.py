@@ -60,6 +60,7 @@ class ExportOptions:
     # text in: <name>_tokenizer (Python backend) + <name>_text (ensemble) beside the token model
     with_tokenizer: bool = False
     buckets: tuple[int, ...] = ()
+    tokenizer: str | None = None  # "graph" (one TorchScript text model) or "python"; None: graph where supported
 
     @property
     def instance_kind(self) -> str:
@@ -213,7 +214,8 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     if options.with_tokenizer:
         from .text_models import plan_text_models
 
-        plan_text_models(Path(options.out), name, options.version, options.force, ragged=options.ragged)
+        plan_text_models(Path(options.out), name, options.version, options.force, ragged=options.ragged,
+                         mode=options.tokenizer, source=spec.path)
     config = variant.config(name, spec, options)
     config_text = config.render(source=source_label(source))
 
@@ -243,11 +245,12 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     files = [target.model_dir / "config.pbtxt", target.version_dir / model_file,
              target.version_dir / "tei_export.json", target.version_dir / TOKENIZER_DIR]
     if options.with_tokenizer:
-        from .text_models import text_model_names, write_text_models
+        from .text_models import write_text_models
 
-        _say(progress, f"writing {' and '.join(text_model_names(name, options.ragged))} (text in, embeddings out)")
+        _say(progress, f"writing the text model(s) beside {name} (text in, embeddings out)")
         files += write_text_models(Path(options.out), config, metadata, reference.tokenizer, options.version,
-                                   options.force, options.buckets, config.instance_group[0].kind)
+                                   options.force, options.buckets, config.instance_group[0].kind, options.tokenizer,
+                                   exported, reference, spec, options.token_budget)
     return ExportResult(target, spec, config, metadata, report, files, warnings)
 
 

@@ -37,9 +37,10 @@ class Reference:
     def preprocess(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.model.preprocess(texts)
 
-    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """``SentenceTransformer.encode`` with no prompt (prompts are the client's, or baked into a text model)."""
-        return self.model.encode(list(texts), batch_size=batch_size, prompt="", convert_to_numpy=True,
+    def encode(self, texts: list[str], batch_size: int = 32, prompt: str = "") -> np.ndarray:
+        """``SentenceTransformer.encode`` with ``prompt`` (none by default: prompts are the client's, or baked into a
+        text model)."""
+        return self.model.encode(list(texts), batch_size=batch_size, prompt=prompt, convert_to_numpy=True,
                                  normalize_embeddings=self._renormalize, truncate_dim=self.spec.dims)
 
     def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,4 +1,11 @@
-"""Text in, embeddings out: ``<name>_tokenizer`` (Python backend) and ``<name>_text`` (ensemble) beside a token model.
+"""Text in, embeddings out beside a token model: ``<name>_text``, one TorchScript model (``--tokenizer graph``), or
+``<name>_tokenizer`` (Python backend) and ``<name>_text`` (ensemble) (``--tokenizer python``).
+
+``graph`` (the default where the model's tokenizer family is reproduced exactly, see :mod:`exporter.text_graph`)
+writes ``<name>_text`` as a ``pytorch_libtorch`` model: a ``TYPE_STRING`` input that forward() gets as a
+``List[str]`` of every merged request's text, the tokenizer scripted into the same ``model.pt`` as the encoder, and
+the texts encoded as a ragged export encodes them. No Python model, no ensemble, no ``tokenizers`` in the server.
+Invalid UTF-8 is read as ``bytes.decode("utf-8", "replace")`` reads it (the Python tokenizer model refuses it).
 
 The tokenizer model runs ``text_backend/tokenizer_model.py`` on the model's own ``tokenizer.json``; the ensemble
 chains it to the token model, so a client sends UTF-8 strings and gets the embedding back.
@@ -21,10 +28,13 @@ from ..tokens import DEFAULT_BUCKETS
 from .metadata import ExportMetadata
 from .repository import plan_version, staged_version
 from .spec import source_label
-from .triton_config import DynamicBatching, InstanceGroup, TensorConfig, TritonModelConfig
+from .batching import DEFAULT_TOKEN_BUDGET
+from .triton_config import DynamicBatching, InstanceGroup, TensorConfig, TritonModelConfig, Warmup
 
 TEXT_INPUT = "text"
 SETTINGS_FILE = "text_settings.json"
+GRAPH_FILE = "text_graph.json"  # beside the graph text model's model.pt: what its tokenizer was derived from
+TOKENIZER_MODES = ("graph", "python")
 
 
 @dataclass(frozen=True)
@@ -107,28 +117,60 @@ def settings(meta: ExportMetadata, tokenizer, buckets: tuple[int, ...],
     return data
 
 
-def text_model_names(name: str, ragged: bool = False) -> tuple[str, ...]:
+def text_model_names(name: str, ragged: bool = False, mode: str = "python") -> tuple[str, ...]:
     """The models written beside token model ``name``."""
-    return (text_name(name),) if ragged else (tokenizer_name(name), text_name(name))
+    return (text_name(name),) if ragged or mode == "graph" else (tokenizer_name(name), text_name(name))
 
 
-def plan_text_models(repo: Path, name: str, version: int, force: bool, ragged: bool = False) -> None:
-    """Before any slow work: refuse (like the token model) when a text model's version exists and not --force."""
-    for model in text_model_names(name, ragged):
+def tokenizer_mode(mode: str | None, tokenizer) -> str:
+    """``graph`` or ``python`` for ``tokenizer`` (a transformers tokenizer): ``mode`` as asked, checked; None picks
+    graph when the graph reproduces the tokenizer exactly, else python. Asking graph for a tokenizer it cannot
+    reproduce raises UnsupportedModelError naming the part."""
+    from ..text_graph.families import unsupported
+
+    if mode not in (None, *TOKENIZER_MODES):
+        raise UnsupportedModelError(f"unknown tokenizer mode '{mode}'", fix=f"use one of {', '.join(TOKENIZER_MODES)}",
+                                    where="--tokenizer")
+    if mode == "python":
+        return mode
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    problem = (UnsupportedModelError("the model's tokenizer has no fast (tokenizer.json) version",
+                                     fix="export with --tokenizer python", where="--tokenizer graph")
+               if backend is None else unsupported(backend))
+    if problem is not None and mode == "graph":
+        raise problem
+    return "python" if problem is not None else "graph"
+
+
+def plan_text_models(repo: Path, name: str, version: int, force: bool, ragged: bool = False,
+                     mode: str | None = None, source: Path | None = None) -> None:
+    """Before any slow work: refuse (like the token model) when a text model's version exists and not --force, or
+    when ``mode`` graph is asked for a tokenizer it cannot reproduce. ``source`` (the model folder) decides the
+    default ``mode``."""
+    if mode != "python" and source is not None:
+        from transformers import AutoTokenizer
+
+        mode = tokenizer_mode(mode, AutoTokenizer.from_pretrained(str(source)))
+    for model in text_model_names(name, ragged, mode or "python"):
         plan_version(Path(repo), model, version, force)
 
 
 def write_text_models(repo: Path, token_config: TritonModelConfig, meta: ExportMetadata, tokenizer,
                       version: int = 1, force: bool = False, buckets: tuple[int, ...] | None = None,
-                      kind: str = "KIND_CPU") -> list[Path]:
-    """Write ``<name>_tokenizer`` and ``<name>_text`` (for a ragged token model ``<name>_text`` alone) into ``repo``,
-    each all-or-nothing; returns their folders."""
+                      kind: str = "KIND_CPU", mode: str | None = None, exported=None, reference=None, spec=None,
+                      token_budget: int | None = None) -> list[Path]:
+    """Write the text model(s) into ``repo``, each all-or-nothing; returns their folders. Graph: ``<name>_text``
+    alone, built around ``exported`` (the token model's module) and checked against ``reference``; python:
+    ``<name>_tokenizer`` and ``<name>_text`` (for a ragged token model ``<name>_text`` alone)."""
+    if tokenizer_mode(mode, tokenizer) == "graph" and exported is not None:
+        return [write_graph_text_model(Path(repo), token_config, meta, tokenizer, exported, reference, spec,
+                                       version, force, token_budget)]
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError("the model's tokenizer has no fast (tokenizer.json) version",
                                     fix="export without --with-tokenizer and tokenize on the client",
                                     where="--with-tokenizer")
     source = source_label(meta.source)
-    if meta.batching == "ragged":
+    if meta.variant == "ragged":
         return [_write_python_model(Path(repo), ragged_text_config(token_config, kind), "ragged_text.pbtxt.j2",
                                     settings(meta, tokenizer, (), token_config), tokenizer, version, force, source)]
     tok_cfg, ens_cfg = tokenizer_config(token_config, kind), ensemble_config(token_config)
@@ -152,5 +194,36 @@ def _write_python_model(repo: Path, config: TritonModelConfig, template: str, da
         shutil.copyfile(TOKENIZER_MODEL_PY, version_dir / "model.py")
         tokenizer.backend_tokenizer.save(str(version_dir / "tokenizer.json"))
         (version_dir / SETTINGS_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        (staging / "config.pbtxt").write_text(text, encoding="utf-8")
+    return target.model_dir
+
+
+def graph_text_config(token_config: TritonModelConfig, warmup: bool = True) -> TritonModelConfig:
+    """``text`` (TYPE_STRING, one string per batch item) in, the token model's ``embedding`` out, served by the
+    LibTorch backend like the token model (same instances, batching and threads); warmed up with an empty text."""
+    text = TensorConfig(TEXT_INPUT, "TYPE_STRING", (1,), reshape=())
+    return TritonModelConfig(
+        name=text_name(token_config.name), max_batch_size=token_config.max_batch_size, inputs=(text,),
+        outputs=(token_config.outputs[0],), platform="pytorch_libtorch",
+        instance_group=token_config.instance_group, dynamic_batching=token_config.dynamic_batching,
+        parameters=token_config.parameters,
+        warmup=(Warmup("empty_text", 1, (TensorConfig(TEXT_INPUT, "TYPE_STRING", (1,)),)),) if warmup else ())
+
+
+def write_graph_text_model(repo: Path, token_config: TritonModelConfig, meta: ExportMetadata, tokenizer, exported,
+                           reference, spec, version: int = 1, force: bool = False,
+                           token_budget: int | None = None) -> Path:
+    """``<name>_text`` as one TorchScript model (tokenizer + ragged encoder), checked before it is written."""
+    from ..text_graph.text_model import build_checked_text_model
+
+    config = graph_text_config(token_config, warmup=bool(token_config.warmup))
+    text = config.render(source=source_label(meta.source), template="graph_text.pbtxt.j2")
+    target = plan_version(repo, config.name, version, force)
+    module, provenance = build_checked_text_model(tokenizer, exported, reference, spec, meta,
+                                                  token_budget or DEFAULT_TOKEN_BUDGET)
+    with staged_version(target, force) as staging:
+        version_dir = staging / str(version)
+        module.save(str(version_dir / "model.pt"))
+        (version_dir / GRAPH_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
         (staging / "config.pbtxt").write_text(text, encoding="utf-8")
     return target.model_dir

@@ -28,6 +28,8 @@ class TensorConfig:
     dims: tuple[int, ...]
     # Ragged batching: requests of different shapes are merged into one flat tensor of all their elements.
     allow_ragged_batch: bool = False
+    # The shape the model sees per batch item; () turns a string input's [1] into one string per item.
+    reshape: tuple[int, ...] | None = None
 
 
 # Triton's batch_input kinds; the types a batch input may have (the server refuses others at load).
@@ -102,7 +104,17 @@ class TritonModelConfig:
                 if t.name in seen:
                     raise _fail(n, f"{kind} '{t.name}'", "duplicate tensor name", "give each tensor its own name")
                 seen.add(t.name)
-                if self.platform in TORCH_PLATFORMS and t.data_type not in LIBTORCH_TYPES:
+                if (self.platform == "pytorch_libtorch" and t.data_type == "TYPE_STRING" and kind == "input"
+                        and (self.max_batch_size == 0 or t.reshape == ())):
+                    pass  # forward() gets a List[str] of every merged request's text (NVIDIA's backend)
+                elif t.data_type == "TYPE_STRING" and self.platform == "pytorch_libtorch":
+                    raise _fail(n, f"{kind} '{t.name}'.data_type",
+                                "a TYPE_STRING output is given the first request's strings under dynamic batching; "
+                                "a batched TYPE_STRING input needs reshape { shape: [ ] } to load"
+                                if kind == "input" else "TYPE_STRING outputs are split wrongly across merged "
+                                "requests by the LibTorch backend",
+                                "declare a string input as dims [ 1 ] with reshape { shape: [ ] }; return tensors")
+                elif self.platform in TORCH_PLATFORMS and t.data_type not in LIBTORCH_TYPES:
                     raise _fail(n, f"{kind} '{t.name}'.data_type",
                                 f"{t.data_type} is not supported by the LibTorch backend",
                                 f"use one of {', '.join(LIBTORCH_TYPES)}")
