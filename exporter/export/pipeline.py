@@ -11,10 +11,12 @@ from typing import Callable
 
 import torch
 
-from ..checks.parity import ParityReport, tolerance_for
+from ..checks.parity import ParityReport
 from ..errors import ParityError, UnsupportedModelError
 from .batching import BATCHING_MODES, DEFAULT_TOKEN_BUDGET, OFFSETS_INPUT, OFFSETS_KIND, OFFSETS_TYPE, RAGGED_INPUT
 from .metadata import TOKENIZER_DIR, ExportMetadata, library_versions
+from .precision import (PrecisionOptions, apply_precision, check_target, fast_path_warning, quality_gate,
+                        quality_header, record_quality, resolve_precision, validate_precision)
 from .pt2 import PT2_FILENAME, PT2_PLATFORM, export_pt2, input_name, load_pt2, output_name
 from .ragged import build_ragged, pack
 from .reference import encoder_of, load_reference
@@ -49,6 +51,8 @@ class ExportOptions:
     int32: bool = False
     token_embeddings: bool = False
     dtype: str = "float32"
+    precision: str = "fp32"  # or "bf16"/"int8": held to a quality gate against fp32 (exporter.export.precision)
+    precision_options: PrecisionOptions = PrecisionOptions()
     device: str = "cpu"
     format: str = "torchscript"  # or "pt2": torch.export + AOTInductor, platform torch_aoti (Triton 26.03+)
     batching: str = "padded"  # or "ragged" (BATCHING_MODES); padded is the default any client can send (README)
@@ -85,6 +89,7 @@ class ExportOptions:
             raise UnsupportedModelError(f"unknown format '{self.format}'", fix=f"use one of {', '.join(FORMATS)}",
                                         where="--format")
         self._validate_batching()
+        validate_precision(self)
         if self.format == "pt2" and self.with_tokenizer:
             raise UnsupportedModelError(
                 "--with-tokenizer needs a model that Triton batches across requests, and a torch_aoti model is "
@@ -170,6 +175,7 @@ class ExportResult:
             "inputs": [t.name for t in self.config.inputs],
             "outputs": [t.name for t in self.config.outputs],
             "parity": self.parity.to_dict(),
+            "quality": self.metadata.parity.get("quality"),
             "warnings": list(self.warnings),
         }
 
@@ -285,7 +291,8 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     Every check runs before anything is written; a failure leaves the repository as it was.
     """
     options.validate()
-    warnings = []
+    options = resolve_precision(options)
+    warnings = [w for w in (fast_path_warning(options.precision),) if w]
     if options.dtype == "bfloat16":
         warning = cpu_bf16_warning(options.device)
         if warning:
@@ -305,7 +312,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
 
     _say(progress, "loading weights (sentence-transformers reference)")
     reference = load_reference(spec, device=options.device)
-    encoder = encoder_of(reference)
+    encoder, int8_plan = apply_precision(encoder_of(reference), spec, options, reference.tokenizer, progress)
     if options.dtype != "float32":
         encoder = copy.deepcopy(encoder).to(DTYPES[options.dtype])
     out_dtype = torch.float16 if options.dtype == "float16" else torch.float32
@@ -320,7 +327,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     traced_inputs = RAGGED_INNER_INPUTS if options.ragged else spec.input_names
     example = {k: v.to(options.device) for k, v in make_inputs(
         example_case, traced_inputs, spec.vocab_size, pad_id, torch.int64 if options.ragged else input_dtype).items()}
-    tolerance = tolerance_for(options.dtype, options.device)
+    checked, tolerance = check_target(options, reference, wrapper, traced_inputs)
     with tempfile.TemporaryDirectory(prefix="tei-export-pt2-") as scratch:
         if options.format == "pt2":
             # Compiled outside the repository: only a package that passed the checks is moved in.
@@ -340,20 +347,22 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
             batches = ragged_cases(options.max_batch_size, spec.max_seq_len, options.token_budget,
                                    spec.max_positions)
             _say(progress, f"checking the ragged model against sentence-transformers on {len(batches) + 1} batches")
-            report = check_ragged(exported, reference, batches, spec.input_names, spec.vocab_size, pad_id,
+            report = check_ragged(exported, checked, batches, spec.input_names, spec.vocab_size, pad_id,
                                   input_dtype, tolerance, device=options.device)
         else:
             _say(progress, f"checking the {options.format} model against sentence-transformers at "
                            f"{len(cases) + 1} shapes")
-            report = check_trace(exported, reference, cases, spec.input_names, spec.vocab_size, pad_id,
+            report = check_trace(exported, checked, cases, spec.input_names, spec.vocab_size, pad_id,
                                  input_dtype, tolerance, device=options.device)
-        _sentences_case(report, exported, reference, spec, options)
+        _sentences_case(report, exported, checked, spec, options)
         if not report.passed:
             raise ParityError(
                 f"the {options.format} model differs from sentence-transformers; nothing was written\n"
                 f"{report.table()}",
                 report, fix="report this architecture; try --dtype float32 or another --max-seq-len",
             )
+        quality = quality_gate(options, spec, reference, wrapper, traced_inputs, int8_plan, progress)
+        config_text = quality_header(config_text, quality)
         metadata = ExportMetadata(
             source=source, source_path=str(spec.path), revision=spec.revision, model_type=spec.model_type,
             pooling=spec.pooling, normalize=spec.normalize, max_seq_len=spec.max_seq_len,
@@ -361,7 +370,8 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
             else list(spec.input_names),
             input_dtype="int32" if options.int32 else "int64", output_names=[t.name for t in config.outputs],
             dtype=options.dtype, format=options.format, device=options.device, prompts=spec.prompts,
-            default_prompt_name=spec.default_prompt_name, versions=library_versions(), parity=report.to_dict(),
+            default_prompt_name=spec.default_prompt_name, versions=library_versions(),
+            parity=record_quality(report.to_dict(), quality),
             batching=options.batching, offsets_input=OFFSETS_INPUT if options.ragged else None,
             token_budget=options.token_budget if options.ragged else None,
         )
