@@ -84,6 +84,10 @@ def test_quantize_int8_keeps_named_layers_in_fp32(tiny):
     assert all(kinds[n] == "Linear" for n in plan.kept_fp32)
     assert all(kinds[n] == "Int8Linear" for n in plan.quantized)
     assert isinstance(encoder.encoder.layer[0].attention.self.query, torch.nn.Linear)  # the original is untouched
+    assert plan.embeddings == ["embeddings.word_embeddings"] and kinds[plan.embeddings[0]] == "Int8Embedding"
+    assert kinds["embeddings.position_embeddings"] == "Embedding"  # small tables stay fp32
+    kept, kept_plan = quantize_int8(encoder, keep_fp32=("embeddings.word_embeddings",))
+    assert not kept_plan.embeddings and isinstance(kept.embeddings.word_embeddings, torch.nn.Embedding)
 
 
 def test_neighbour_overlap_counts_shared_neighbours():

@@ -16,7 +16,7 @@ from ..errors import ParityError, UnsupportedModelError
 from .batching import BATCHING_MODES, DEFAULT_TOKEN_BUDGET, OFFSETS_INPUT, OFFSETS_KIND, OFFSETS_TYPE, RAGGED_INPUT
 from .metadata import TOKENIZER_DIR, ExportMetadata, library_versions
 from .precision import (PrecisionOptions, apply_precision, check_target, fast_path_warning, quality_gate,
-                        quality_header, record_quality, resolve_precision, validate_precision)
+                        quality_header, record_quality, recorded_dtype, resolve_precision, validate_precision)
 from .pt2 import PT2_FILENAME, PT2_PLATFORM, export_pt2, input_name, load_pt2, output_name
 from .ragged import build_ragged, pack
 from .reference import encoder_of, load_reference
@@ -369,7 +369,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
             hidden_size=spec.hidden_size, input_names=[t.name for t in config.inputs] if options.ragged
             else list(spec.input_names),
             input_dtype="int32" if options.int32 else "int64", output_names=[t.name for t in config.outputs],
-            dtype=options.dtype, format=options.format, device=options.device, prompts=spec.prompts,
+            dtype=recorded_dtype(options), format=options.format, device=options.device, prompts=spec.prompts,
             default_prompt_name=spec.default_prompt_name, versions=library_versions(),
             parity=record_quality(report.to_dict(), quality),
             batching=options.batching, offsets_input=OFFSETS_INPUT if options.ragged else None,

@@ -75,6 +75,20 @@ def resolve_precision(options):
     return options
 
 
+def recorded_dtype(options) -> str:
+    """tei_export.json's ``dtype``: the compute precision, "int8" for an int8 export (its GEMMs; the rest is fp32)."""
+    return "int8" if options.precision == "int8" else options.dtype
+
+
+def served_tolerance(meta) -> Tolerance:
+    """The bound a served export is held to against fp32 eager: the quality gate it recorded (min cosine) for a
+    bf16 or int8 export, else its dtype's parity bound."""
+    quality = meta.parity.get("quality") if isinstance(meta.parity, dict) else None
+    if quality:
+        return Tolerance(max_abs=None, min_cosine=float(quality["bounds"]["min_cosine"]))
+    return tolerance_for(meta.dtype, meta.device)
+
+
 def fast_path_warning(precision: str, flags: set[str] | None = None) -> str | None:
     """A warning when this CPU has none of the flags that make ``precision`` fast (None: it has one, or the
     flags cannot be read)."""

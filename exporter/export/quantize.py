@@ -59,17 +59,41 @@ class Int8Linear(torch.nn.Module):
         return out.reshape(x.shape[:-1] + (self.out_features,)).to(x.dtype)
 
 
+class Int8Embedding(torch.nn.Module):
+    """A lookup table stored as int8 rows with one fp32 scale per row: the word embeddings are most of a small
+    encoder's file (all-MiniLM-L6-v2: 12 M of its 23 M parameters), and a row is read, never multiplied, so its
+    rounding error stays that row's own."""
+
+    def __init__(self, embedding: torch.nn.Embedding):
+        super().__init__()
+        weight = embedding.weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp(min=MIN_SCALE) / QMAX
+        self.register_buffer("qweight", torch.round(weight / scale[:, None]).to(torch.int8).contiguous())
+        self.register_buffer("scale", scale.unsqueeze(1).contiguous())
+        self.num_embeddings, self.embedding_dim = embedding.num_embeddings, embedding.embedding_dim
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.embedding(ids, self.qweight).float() * torch.nn.functional.embedding(ids,
+                                                                                                     self.scale)
+
+
+# Tables at least this long are vocabularies (quantized); position and token-type tables are small and stay fp32.
+MIN_VOCABULARY = 1000
+
+
 @dataclass
 class QuantizePlan:
     """What ``quantize_int8`` did: the layers it replaced, those it left in fp32 and whether it smoothed."""
 
     quantized: list[str] = field(default_factory=list)
     kept_fp32: list[str] = field(default_factory=list)
+    embeddings: list[str] = field(default_factory=list)  # vocabulary tables stored as int8 rows
     smoothed: bool = False
     alpha: float | None = None
 
     def to_dict(self) -> dict:
-        return {"quantized": len(self.quantized), "kept_fp32": list(self.kept_fp32), "smoothing": self.smoothed,
+        return {"quantized": len(self.quantized), "kept_fp32": list(self.kept_fp32),
+                "int8_embeddings": list(self.embeddings), "smoothing": self.smoothed,
                 "alpha": self.alpha}
 
 
@@ -134,10 +158,20 @@ def quantize_int8(encoder: torch.nn.Module, keep_fp32: tuple[str, ...] = (), cal
     ranges = activation_ranges(model, calibration, plan.quantized) if alpha is not None else {}
     for name in plan.quantized:
         smooth = smoothing_scales(ranges[name], layers[name].weight, alpha) if name in ranges else None
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Int8Linear(layers[name], smooth))
+        _replace(model, name, Int8Linear(layers[name], smooth))
+    for name, table in list(model.named_modules()):
+        if isinstance(table, torch.nn.Embedding) and table.num_embeddings >= MIN_VOCABULARY:
+            if matches(name, keep_fp32):
+                plan.kept_fp32.append(name)
+            else:
+                plan.embeddings.append(name)
+                _replace(model, name, Int8Embedding(table))
     return model, plan
+
+
+def _replace(model: torch.nn.Module, name: str, module: torch.nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
 def layer_errors(quantized: torch.nn.Module, original: torch.nn.Module, batches) -> list[dict]:
