@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from exporter.bench.machine import cpu_info
-from exporter.checks.quality import (default_bounds, embed, gate_corpus, measure, row_independence,
+from exporter.checks.quality import (MIN_TEXTS, default_bounds, embed, gate_corpus, measure, row_independence,
                                      token_batches)
 from exporter.export.pipeline import ExportOptions
 from exporter.export.precision import apply_precision
@@ -78,13 +78,18 @@ def rate(module, batches, input_names, seconds: float) -> float:
                 return rows / (time.perf_counter() - start)
 
 
-def bench_model(label: str, path: str, threads: int, rounds: int, seconds: float, scratch: Path) -> dict:
+def bench_model(label: str, path: str, threads: int, rounds: int, seconds: float, scratch: Path,
+                corpus_size: int) -> dict:
     torch.set_num_threads(threads)
+    load_before = os.getloadavg()
     spec = read_spec(path, SpecOverrides())
     reference = load_reference(spec)
     tokenizer = reference.tokenizer
     wrappers, plan = modules(spec, reference)
     items, corpus = gate_corpus(tokenizer, spec.max_seq_len)
+    if corpus_size < MIN_TEXTS:  # a smaller sample for a large model on a busy machine: said in the results
+        items = items[:corpus_size] + items[MIN_TEXTS:]  # the first docstrings, every edge case
+        corpus = f"{corpus_size} docstring sentences + {len(items) - corpus_size} edge cases of the {corpus}"
     texts = [i.text for i in items]
     batches, order = token_batches(tokenizer, texts, spec.input_names, spec.max_seq_len)
     example = batches[len(batches) // 2]
@@ -122,7 +127,7 @@ def bench_model(label: str, path: str, threads: int, rounds: int, seconds: float
             "rounds": per_round}
     return {"model": label, "source": Path(path).name, "texts": len(texts), "corpus": corpus,
             "short_texts": len(short), "int8": plan.to_dict(), "quality_vs_fp32": quality, "speed": speed,
-            "model_pt_bytes": sizes, "size_ratio_to_fp32": {m: sizes[m] / sizes["fp32"] for m in MODES}}
+            "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]], "model_pt_bytes": sizes, "size_ratio_to_fp32": {m: sizes[m] / sizes["fp32"] for m in MODES}}
 
 
 def main() -> None:
@@ -132,6 +137,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--corpus-size", type=int, default=10 ** 6, help="quality on at most this many texts")
     args = parser.parse_args()
     cpu, flags = cpu_info()
     result = {"cpu": cpu, "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
@@ -143,7 +149,8 @@ def main() -> None:
         for spec in args.model:
             label, _, path = spec.partition("=")
             started = time.monotonic()
-            result["models"].append(bench_model(label, path, args.threads, args.rounds, args.seconds, Path(scratch)))
+            result["models"].append(bench_model(label, path, args.threads, args.rounds, args.seconds, Path(scratch),
+                                              args.corpus_size))
             result["models"][-1]["seconds"] = time.monotonic() - started
             print(json.dumps(result["models"][-1], indent=1, default=str)[:3000], flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
