@@ -161,3 +161,19 @@ def test_fast_path_warning_names_the_missing_flags():
     assert fast_path_warning("int8", {"avx_vnni"}) is None
     assert fast_path_warning("bf16", {"avx512_bf16"}) is None and fast_path_warning("bf16", {"avx2"})
     assert fast_path_warning("fp32", {"avx2"}) is None
+
+
+def test_cli_passes_the_precision_options(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from exporter.cli import main
+
+    result = CliRunner().invoke(main, ["trace", tiny, "--out", str(tmp_path / "repo"), "--name", "c8", "--precision",
+                                       "int8", "--min-cosine", "0.5", "--min-overlap", "0", "--smooth", "0",
+                                       "--fp32-layers", "encoder.layer.1.*", "--max-batch-size", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    quality = json.loads(result.stdout)["quality"]
+    assert quality["bounds"] == {"min_cosine": 0.5, "min_overlap": 0.0}
+    assert not quality["int8"]["smoothing"] and all(n.startswith("encoder.layer.1.")
+                                                     for n in quality["int8"]["kept_fp32"])
+    assert quality["int8"]["kept_fp32"]
