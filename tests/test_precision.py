@@ -177,3 +177,25 @@ def test_cli_passes_the_precision_options(tiny, tmp_path):
     assert not quality["int8"]["smoothing"] and all(n.startswith("encoder.layer.1.")
                                                      for n in quality["int8"]["kept_fp32"])
     assert quality["int8"]["kept_fp32"]
+
+
+def test_fp32_layers_that_match_nothing_are_refused(tiny):
+    from transformers import AutoModel
+
+    with pytest.raises(UnsupportedModelError, match="names no Linear") as caught:
+        quantize_int8(AutoModel.from_pretrained(tiny).eval(), keep_fp32=("encoder.layers.*",))
+    assert caught.value.where == "--fp32-layers" and "encoder.layer.0." in str(caught.value)
+
+
+def test_ragged_int8_export_is_gated_and_runs_on_packed_texts(tiny, tmp_path):
+    from exporter.export.ragged import pack
+
+    options = ExportOptions(out=tmp_path / "repo", name="r8", precision="int8", batching="ragged", max_batch_size=8,
+                            ragged_token_budget=256, precision_options=PrecisionOptions(min_cosine=0.5,
+                                                                                        min_overlap=0.0))
+    result = export_model(tiny, options)
+    assert result.parity.passed and result.metadata.parity["quality"]["passed"]
+    model = torch.jit.load(str(result.target.version_dir / "model.pt"))
+    with torch.inference_mode():
+        out = model(*pack([[101, 2023, 102], [101, 7592, 2088, 999, 102]], torch.int64))
+    assert out.shape == (2, 64) and torch.isfinite(out).all()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import UnsupportedModelError
+
 QMAX = 127.0
 # Smallest activation scale: a token whose values are all zero (or nearly) quantizes to zeros, not NaN.
 MIN_SCALE = 1e-8
@@ -156,6 +158,12 @@ def quantize_int8(encoder: torch.nn.Module, keep_fp32: tuple[str, ...] = (), cal
     model = copy.deepcopy(encoder).float().eval()
     plan = QuantizePlan(smoothed=alpha is not None, alpha=alpha)
     layers = linear_layers(model)
+    tables = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)]
+    unmatched = [p for p in keep_fp32 if not any(fnmatch.fnmatchcase(n, p) for n in [*layers, *tables])]
+    if unmatched:  # a typo would otherwise quantize the very layer the user meant to keep
+        raise UnsupportedModelError(f"{', '.join(map(repr, unmatched))} names no Linear or embedding layer of the "
+                                    f"model", where="--fp32-layers",
+                                    fix=f"use names such as {', '.join(list(layers)[:3])} (shell patterns allowed)")
     for name in layers:
         (plan.kept_fp32 if matches(name, keep_fp32) else plan.quantized).append(name)
     ranges = activation_ranges(model, calibration, plan.quantized) if alpha is not None else {}
