@@ -113,7 +113,7 @@ def main(verbose: bool) -> None:
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Texts (one per line, >= 1,000) for the quality gate and int8 smoothing (default: the verify "
                    "corpus).")
-@click.option("--smooth", type=float, default=0.5, show_default=True,
+@click.option("--smooth", type=float, default=0.7, show_default=True,
               help="int8: SmoothQuant migration strength (0 turns smoothing off).")
 @click.option("--fp32-layers", multiple=True,
               help="int8: Linear layers left in fp32, by name or shell pattern (repeatable), e.g. "

@@ -183,7 +183,7 @@ def quality_gate(options, spec, reference, wrapper, input_names: tuple[str, ...]
 def _fix_for(precision: str) -> str:
     if precision == "int8":
         return ("keep the worst layers in fp32 (--fp32-layers 'NAME', repeatable, shell patterns), change the "
-                "smoothing (--smooth 0.5..0.8), try --precision bf16, or lower the gate (--min-cosine, "
+                "smoothing (--smooth 0.5..0.85), try --precision bf16, or lower the gate (--min-cosine, "
                 "--min-overlap) if that quality is enough for you")
     return "use --precision fp32, or lower the gate with --min-cosine if that quality is enough for you"
 
