@@ -152,7 +152,8 @@ def main(verbose: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @_friendly_errors
 def trace(model, out, name, version, force, pooling, normalize, max_seq_len, revision, trust_remote_code, int32,
-          token_embeddings, dtype, precision, min_cosine, min_overlap, calibration, smooth, fp32_layers, device, fmt, batching, ragged_token_budget, max_batch_size, instances, kind,
+          token_embeddings, dtype, precision, min_cosine, min_overlap, calibration, smooth, fp32_layers, device, fmt,
+          batching, ragged_token_budget, max_batch_size, instances, kind,
           max_queue_delay_us, preferred, intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup,
           with_tokenizer, buckets, as_json):
     """Export MODEL to TorchScript (or pt2) and config.pbtxt.

@@ -127,7 +127,8 @@ def bench_model(label: str, path: str, threads: int, rounds: int, seconds: float
             "rounds": per_round}
     return {"model": label, "source": Path(path).name, "texts": len(texts), "corpus": corpus,
             "short_texts": len(short), "int8": plan.to_dict(), "quality_vs_fp32": quality, "speed": speed,
-            "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]], "model_pt_bytes": sizes, "size_ratio_to_fp32": {m: sizes[m] / sizes["fp32"] for m in MODES}}
+            "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]], "model_pt_bytes": sizes,
+            "size_ratio_to_fp32": {m: sizes[m] / sizes["fp32"] for m in MODES}}
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ from ..errors import UnsupportedModelError
 QMAX = 127.0
 # Smallest activation scale: a token whose values are all zero (or nearly) quantizes to zeros, not NaN.
 MIN_SCALE = 1e-8
-DEFAULT_ALPHA = 0.7  # SmoothQuant migration strength; measured 0.5, 0.7, 0.85 on MiniLM and MPNet: 0.7 was best for both
+# SmoothQuant's migration strength; of 0.5, 0.7 and 0.85, 0.7 kept both MiniLM and MPNet closest to fp32
+DEFAULT_ALPHA = 0.7
 
 
 class Int8Linear(torch.nn.Module):
