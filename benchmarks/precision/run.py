@@ -79,7 +79,7 @@ def rate(module, batches, input_names, seconds: float) -> float:
 
 
 def bench_model(label: str, path: str, threads: int, rounds: int, seconds: float, scratch: Path,
-                corpus_size: int) -> dict:
+                corpus_size: int, speed_only: bool = False) -> dict:
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
     spec = read_spec(path, SpecOverrides())
@@ -99,9 +99,9 @@ def bench_model(label: str, path: str, threads: int, rounds: int, seconds: float
         file = scratch / f"{label}_{mode}.pt"
         traced[mode].save(str(file))
         sizes[mode] = file.stat().st_size
-    rows = {mode: embed(m, batches, order, spec.input_names) for mode, m in traced.items()}
+    rows = {} if speed_only else {mode: embed(m, batches, order, spec.input_names) for mode, m in traced.items()}
     quality = {}
-    for mode in MODES[1:]:
+    for mode in [] if speed_only else MODES[1:]:
         precision = "bf16" if mode == "bf16" else "int8"
         independence = row_independence(traced[mode], tokenizer, texts[:8], spec.input_names, spec.max_seq_len)
         report = measure(precision, default_bounds(precision), items, rows["fp32"], rows[mode], independence, corpus)
@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--speed-only", action="store_true", help="skip the quality figures (a quick speed run)")
     parser.add_argument("--corpus-size", type=int, default=10 ** 6, help="quality on at most this many texts")
     args = parser.parse_args()
     cpu, flags = cpu_info()
@@ -151,7 +152,7 @@ def main() -> None:
             label, _, path = spec.partition("=")
             started = time.monotonic()
             result["models"].append(bench_model(label, path, args.threads, args.rounds, args.seconds, Path(scratch),
-                                              args.corpus_size))
+                                              args.corpus_size, args.speed_only))
             result["models"][-1]["seconds"] = time.monotonic() - started
             print(json.dumps(result["models"][-1], indent=1, default=str)[:3000], flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
