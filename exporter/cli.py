@@ -130,6 +130,21 @@ def main(verbose: bool) -> None:
               help="Compute precision inside the graph (inputs stay INT64, output FP32; float16 outputs FP16). "
                    "float16 needs --device cuda. bfloat16 is written only if it passes the parity bound "
                    "(all-MiniLM-L6-v2 on CPU does not).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32", show_default=True,
+              help="CPU precision. bf16 (as --dtype bfloat16) and int8 (per-channel int8 weights, per-token "
+                   "activation scales) are written only if they pass a quality gate against fp32 on >= 1,000 texts "
+                   "(int8: min cosine >= 0.99, mean top-10 overlap >= 0.9; bf16: min cosine >= 0.999).")
+@click.option("--min-cosine", type=float, help="Quality gate: lowest per-text cosine to fp32 (--precision bf16/int8).")
+@click.option("--min-overlap", type=float,
+              help="Quality gate: lowest mean top-10 nearest-neighbour overlap with fp32 (--precision bf16/int8).")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Texts (one per line, >= 1,000) for the quality gate and int8 smoothing (default: the verify "
+                   "corpus).")
+@click.option("--smooth", type=float, default=0.7, show_default=True,
+              help="int8: SmoothQuant migration strength (0 turns smoothing off).")
+@click.option("--fp32-layers", multiple=True,
+              help="int8: Linear layers left in fp32, by name or shell pattern (repeatable), e.g. "
+                   "'encoder.layer.5.output.dense'; the gate's failure table names the worst.")
 @click.option("--device", default="cpu", show_default=True, help="Trace on this device (cpu or cuda).")
 @click.option("--format", "fmt", type=click.Choice(["torchscript", "pt2"]), default="torchscript", show_default=True,
               help="torchscript: model.pt, platform pytorch_libtorch. pt2: torch.export + AOTInductor model.pt2, "
@@ -168,7 +183,8 @@ def main(verbose: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @_friendly_errors
 def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dims, revision, trust_remote_code, int32,
-          token_embeddings, dtype, device, fmt, batching, ragged_token_budget, max_batch_size, instances, kind,
+          token_embeddings, dtype, precision, min_cosine, min_overlap, calibration, smooth, fp32_layers, device, fmt,
+          batching, ragged_token_budget, max_batch_size, instances, kind,
           max_queue_delay_us, preferred, intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup,
           with_tokenizer, tokenizer_mode, buckets, as_json):
     """Export MODEL to TorchScript (or pt2) and config.pbtxt.
@@ -176,11 +192,14 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dim
     MODEL is a hub id or a local folder. Writes model.pt (or with --format pt2: model.pt2) and config.pbtxt after
     checking the export against sentence-transformers; nothing is written when the check fails."""
     from .export.pipeline import ExportOptions, export_model
+    from .export.precision import PrecisionOptions
 
     options = ExportOptions(
         out=out, name=name, version=version, force=force, pooling=pooling, normalize=normalize,
         max_seq_len=max_seq_len, dims=dims, revision=revision, trust_remote_code=trust_remote_code, int32=int32,
-        token_embeddings=token_embeddings, dtype=dtype, device=device, format=fmt, batching=batching,
+        token_embeddings=token_embeddings, dtype=dtype, precision=precision,
+        precision_options=PrecisionOptions(min_cosine, min_overlap, calibration, smooth or None, tuple(fp32_layers)),
+        device=device, format=fmt, batching=batching,
         ragged_token_budget=ragged_token_budget, max_batch_size=max_batch_size,
         instances=instances, kind=kind, max_queue_delay_us=max_queue_delay_us, preferred_batch_sizes=preferred,
         intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
@@ -203,8 +222,13 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dim
     click.echo(f"pooling {result.spec.pooling}, normalize {result.spec.normalize}, "
                f"max_seq_len {result.spec.max_seq_len}, inputs {', '.join(t.name for t in result.config.inputs)}, "
                f"variant {result.metadata.variant}" + (f", dims {result.spec.dims}" if result.spec.dims else ""))
-    click.echo("parity against sentence-transformers:")
+    quality = result.metadata.parity.get("quality")
+    click.echo("parity against sentence-transformers:" if quality is None else
+               f"parity against the eager {quality['precision']} module:")
     click.echo(result.parity.table())
+    if quality is not None:
+        click.echo(f"quality against fp32 on {quality['texts']} texts: min cosine {quality['min_cosine']:.5f}, mean "
+                   f"{quality['mean_cosine']:.6f}, mean top-10 overlap {quality['mean_top10_overlap']:.4f} (passed)")
 
 
 @main.command()

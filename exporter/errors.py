@@ -64,3 +64,7 @@ class VerificationError(TeiExportError):
 
 class BackendBuildError(TeiExportError):
     """NVIDIA's LibTorch backend cannot be built or installed (missing tools or sources, a failed compile)."""
+
+
+class QualityError(ParityError):
+    """A lossy export (int8, bf16) misses its quality gate against the fp32 model; ``report`` says where."""

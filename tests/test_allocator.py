@@ -3,7 +3,6 @@ Debian's libjemalloc2), glibc's malloc when asked (--allocator system, $TEI_EXPO
 jemalloc is missing (with a warning). Checked in the real server process's memory map."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -43,6 +43,10 @@ def matmul_gflops(threads: int, dtype: torch.dtype = torch.float32, n: int = 102
     return 2.0 * n ** 3 * calls / elapsed / 1e9
 
 
+MATRIX_FLAGS = frozenset({"amx_int8", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512f",
+                          "avx2"})
+
+
 def cpu_info() -> tuple[str, set[str]]:
     """The CPU's model name and flags (figures differ between processors of one machine kind: report which)."""
     cpu, flags = "", set()
@@ -62,6 +66,8 @@ def machine_info(threads: int, quick: bool) -> dict:
     seconds = 0.2 if quick else 1.0
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
             "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+            # the matrix extensions that decide whether trace --precision int8 or bf16 pays on this processor
+            "matrix_flags": sorted(flags & MATRIX_FLAGS),
             "matmul_gflop_per_s": {"fp32": matmul_gflops(threads, torch.float32, seconds=seconds),
                                    "bf16": matmul_gflops(threads, torch.bfloat16, seconds=seconds)},
             "torch": torch.__version__, "python": platform.python_version()}

@@ -113,7 +113,8 @@ class BenchReport:
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
         lines.append(f"machine: {self.machine.get('cpu', '?')}, {self.options.get('threads')} threads; fp32 matmul "
-                     f"{self.machine.get('matmul_gflop_per_s', {}).get('fp32', 0):.1f} GFLOP/s (the %peak base)")
+                     f"{self.machine.get('matmul_gflop_per_s', {}).get('fp32', 0):.1f} GFLOP/s (the %peak base); "
+                     f"matrix extensions: {', '.join(self.machine.get('matrix_flags', [])) or 'none found'}")
         if self.server:
             lines.append(f"server: {self.server}")
             lines.append("srv b: requests per model execution on the server (what the dynamic batcher merged); "

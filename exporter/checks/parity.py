@@ -28,6 +28,9 @@ TOLERANCES = {
     "float32": Tolerance(max_abs=1e-5, min_cosine=0.99999),
     "bfloat16": Tolerance(max_abs=None, min_cosine=0.9999),
     "float16": Tolerance(max_abs=None, min_cosine=0.999),
+    # int8 (trace --precision int8) against fp32: its default quality gate's cosine; verify uses the gate the
+    # export recorded (exporter.export.precision.served_tolerance)
+    "int8": Tolerance(max_abs=None, min_cosine=0.99),
 }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import VerificationError, first_line
 from ..export.metadata import ExportMetadata
+from ..export.precision import served_tolerance
 from ..export.reader import ExportedModel, exported_models
 from ..tokens import request_builder
 from ..triton.backends import NVIDIA_LABEL, served_by
@@ -25,7 +26,7 @@ from ..triton.hazards import interop_hazards
 from ..triton.server_log import error_summary, lost_stub_message, unhealthy_stub
 from ..triton_client import PROTOCOLS, ServedModel, TritonClient, send_requests
 from .corpus import CorpusItem, build_corpus
-from .parity import Tolerance, compare, tolerance_for
+from .parity import Tolerance, compare
 
 Progress = Callable[[str], None]
 
@@ -205,7 +206,7 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
                  nvidia_label: str = NVIDIA_LABEL) -> ModelCheck:
     check = ModelCheck(model.name, protocol, texts=len(items))
     texts = [i.text for i in items]
-    tolerance = tolerance_for(model.metadata.dtype, model.metadata.device)
+    tolerance = served_tolerance(model.metadata)
     try:
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(model.name)
@@ -233,7 +234,7 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
     name = f"{model.name}_text"
     check = ModelCheck(name, protocol, texts=len(items), kind="text")
     texts = [i.text for i in items]
-    tolerance = tolerance_for(model.metadata.dtype, model.metadata.device)
+    tolerance = served_tolerance(model.metadata)
     try:
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(name)
@@ -313,7 +314,7 @@ def _libtorch_reports(targets: list[ExportedModel], progress: Progress | None) -
     for m in targets:
         if progress:
             progress(f"libtorch C++ check of {m.name}")
-        report = check_libtorch(m.model_dir)
+        report = check_libtorch(m.model_dir, min_cosine=served_tolerance(m.metadata).min_cosine)
         reports.append({"model": m.name, **asdict(report)})
     return reports
 

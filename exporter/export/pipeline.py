@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +14,8 @@ from ..checks.parity import ParityReport, tolerance_for
 from ..errors import ParityError, UnsupportedModelError
 from .batching import BATCHING_MODES, DEFAULT_TOKEN_BUDGET, OFFSETS_INPUT
 from .metadata import TOKENIZER_DIR, ExportMetadata, library_versions
+from .precision import (PrecisionOptions, apply_precision, check_target, fast_path_warning, quality_gate,
+                        quality_header, record_quality, recorded_dtype, resolve_precision, validate_precision)
 from .reference import load_reference
 from .repository import VersionTarget, default_model_name, plan_version, staged_version
 from .spec import ModelSpec, SpecOverrides, read_spec, source_label
@@ -42,6 +44,8 @@ class ExportOptions:
     int32: bool = False
     token_embeddings: bool = False
     dtype: str = "float32"
+    precision: str = "fp32"  # or "bf16"/"int8": held to a quality gate against fp32 (exporter.export.precision)
+    precision_options: PrecisionOptions = PrecisionOptions()
     device: str = "cpu"
     format: str = "torchscript"  # or "pt2": torch.export + AOTInductor, platform torch_aoti (Triton 26.03+)
     batching: str = "padded"  # or "ragged" (BATCHING_MODES); padded is the default any client can send (README)
@@ -79,6 +83,7 @@ class ExportOptions:
             raise UnsupportedModelError(f"unknown format '{self.format}'", fix=f"use one of {', '.join(FORMATS)}",
                                         where="--format")
         self._validate_batching()
+        validate_precision(self)
         if self.device.startswith("cuda") and self.instance_kind != "gpu":
             raise UnsupportedModelError("--device cuda traces on the GPU, but the instance group says KIND_CPU",
                                         fix="add --kind gpu (a model traced on CUDA runs on a GPU instance)",
@@ -141,6 +146,7 @@ class ExportResult:
             "inputs": [t.name for t in self.config.inputs],
             "outputs": [t.name for t in self.config.outputs],
             "parity": self.parity.to_dict(),
+            "quality": self.metadata.parity.get("quality"),
             "warnings": list(self.warnings),
         }
 
@@ -198,8 +204,9 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     Every check runs before anything is written; a failure leaves the repository as it was.
     """
     options.validate()
+    options = resolve_precision(options)
     variant = options.variant
-    warnings = []
+    warnings = [w for w in (fast_path_warning(options.precision),) if w]
     if options.dtype == "bfloat16":
         warning = cpu_bf16_warning(options.device)
         if warning:
@@ -221,7 +228,12 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
 
     _say(progress, "loading weights (sentence-transformers reference)")
     reference = load_reference(spec, device=options.device)
-    ctx = _build_context(spec, reference, options)
+    encoder, int8_plan = apply_precision(reference.encoder, spec, options, reference.tokenizer, progress)
+    ctx = _build_context(spec, reference, options, encoder)
+    # --precision bf16|int8: the trace is checked against its own eager module with the fp32 bound; the quality
+    # gate below holds that module to fp32 sentence-transformers.
+    checked, tolerance = check_target(options, reference, ctx.wrapper, variant.traced_inputs(spec))
+    ctx = replace(ctx, reference=checked, tolerance=tolerance)
     example = variant.example(spec, options, ctx.pad_id)
     with tempfile.TemporaryDirectory(prefix="tei-export-build-") as scratch:
         _say(progress, {"pt2": "torch.export + AOTInductor compile (model.pt2)",
@@ -238,7 +250,10 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
                 f"{report.table()}",
                 report, fix="report this architecture; try --dtype float32 or another --max-seq-len",
             )
-        metadata = _metadata(source, spec, options, variant, config, report)
+        quality = quality_gate(options, spec, reference, ctx.wrapper, variant.traced_inputs(spec), int8_plan,
+                               progress)
+        config_text = quality_header(config_text, quality)
+        metadata = _metadata(source, spec, options, variant, config, report, quality)
         _say(progress, f"writing {target.version_dir}")
         model_file = _write_version(target, options.force, config_text, metadata, reference.tokenizer, variant,
                                     saved)
@@ -254,12 +269,11 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     return ExportResult(target, spec, config, metadata, report, files, warnings)
 
 
-def _build_context(spec: ModelSpec, reference, options: ExportOptions) -> BuildContext:
-    """The traceable wrapper (the reference's encoder in the export's precision, then the chain's head) and the facts
-    every variant builds and checks with."""
+def _build_context(spec: ModelSpec, reference, options: ExportOptions, encoder: torch.nn.Module) -> BuildContext:
+    """The traceable wrapper (``encoder`` in the export's dtype, then the chain's head) and the facts every variant
+    builds and checks with."""
     from .wrapper import wrapper_for
 
-    encoder = reference.encoder
     if options.dtype != "float32":
         encoder = copy.deepcopy(encoder).to(DTYPES[options.dtype])
     out_dtype = torch.float16 if options.dtype == "float16" else torch.float32
@@ -275,14 +289,15 @@ def _build_context(spec: ModelSpec, reference, options: ExportOptions) -> BuildC
 
 
 def _metadata(source: str, spec: ModelSpec, options: ExportOptions, variant: Variant, config: TritonModelConfig,
-              report: ParityReport) -> ExportMetadata:
+              report: ParityReport, quality) -> ExportMetadata:
     return ExportMetadata(
         source=source, source_path=str(spec.root), revision=spec.revision, model_type=spec.model_type,
         pooling=spec.pooling, normalize=spec.normalize, max_seq_len=spec.max_seq_len,
         hidden_size=spec.embedding_width, input_names=variant.client_inputs(spec),
         input_dtype="int32" if options.int32 else "int64", output_names=[t.name for t in config.outputs],
-        dtype=options.dtype, format=variant.format, device=options.device, prompts=spec.prompts,
-        default_prompt_name=spec.default_prompt_name, versions=library_versions(), parity=report.to_dict(),
+        dtype=recorded_dtype(options), format=variant.format, device=options.device, prompts=spec.prompts,
+        default_prompt_name=spec.default_prompt_name, versions=library_versions(),
+        parity=record_quality(report.to_dict(), quality),
         batching=options.batching, offsets_input=OFFSETS_INPUT if options.ragged else None,
         token_budget=options.token_budget if options.ragged else None,
         variant=variant.name, client=variant.client, modules=spec.chain.to_list(), dims=spec.dims,
