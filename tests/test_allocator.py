@@ -23,7 +23,7 @@ def jemalloc() -> Path:
 
     found = find_jemalloc()
     require(found is not None, f"{JEMALLOC} is not installed (the set-up installs Debian's libjemalloc2)",
-            part="jemalloc")
+            part="build-tools")  # a Debian package the set-up installs with the build tools
     return found
 
 
