@@ -207,14 +207,16 @@ OPTION_EXPORTS = {
     "tokens": ("bert", ["--token-embeddings"]),
     "i32": ("bert", ["--int32"]),
     "i32_ragged": ("bert", ["--int32", "--batching", "ragged"]),
-    "i32_text": ("bert", ["--int32", "--with-tokenizer"]),
-    "msl24": ("bert", ["--max-seq-len", "24", "--with-tokenizer"]),  # a token model sends what it is given
+    "i32_text": ("bert", ["--int32", "--with-tokenizer", "--tokenizer", "python"]),
+    # a token model computes what it is sent: max-seq-len shows through the text model
+    "msl24": ("bert", ["--max-seq-len", "24", "--with-tokenizer", "--tokenizer", "python"]),
     "cls": ("bert", ["--pooling", "cls"]),
     "forced_norm": ("raw", ["--normalize"]),
     "electra": ("electra", []),
     "camembert": ("camembert", []),
     "bf16": ("bert", ["--dtype", "bfloat16"]),
-    "prompted": ("prompted", ["--with-tokenizer"]),  # its tokenizer model is then set to the "query" prompt
+    # its (Python) tokenizer model is then set to the "query" prompt
+    "prompted": ("prompted", ["--with-tokenizer", "--tokenizer", "python"]),
 }
 
 

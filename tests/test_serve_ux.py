@@ -22,12 +22,14 @@ from exporter.triton_client import TritonClient, parse_url
 
 @pytest.fixture(scope="module")
 def text_export(tmp_path_factory):
-    """A small random BERT exported with its text model (token model `tiny`, `tiny_tokenizer`, `tiny_text`)."""
+    """A small random BERT exported with its Python text models (token model `tiny`, `tiny_tokenizer`, the
+    `tiny_text` ensemble, whose batch limit Triton checks against the token model's)."""
     from exporter.export.pipeline import ExportOptions, export_model
 
     source = random_model(tmp_path_factory.mktemp("src") / "bert", "bert", max_seq_length=32)
     repo = tmp_path_factory.mktemp("repo")
-    export_model(source, ExportOptions(out=repo, name="tiny", max_batch_size=4, with_tokenizer=True))
+    export_model(source, ExportOptions(out=repo, name="tiny", max_batch_size=4, with_tokenizer=True,
+                                       tokenizer="python"))
     return repo
 
 
