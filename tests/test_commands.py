@@ -126,9 +126,9 @@ def test_bench_takes_no_sibling_export_that_pools_otherwise(options_repo, tiny_m
                                     "--batching", "ragged", "--pooling", "cls", "--max-batch-size", "8"])
     assert res.exit_code == 0, res.output
     plain = exported_models(repo, ["plain"])[0].metadata
-    assert sibling_export(repo, plain, "float32", "torchscript", "ragged") is None
+    assert sibling_export(repo, plain, "float32", "ragged") is None
     shutil.copytree(options_repo / "i32_ragged", repo / "i32_ragged")
-    assert sibling_export(repo, plain, "float32", "torchscript", "ragged").name == "i32_ragged"
+    assert sibling_export(repo, plain, "float32", "ragged").name == "i32_ragged"
 
 
 # ------------------------------------------------------------------------------------------------ tune
@@ -256,7 +256,8 @@ def test_a_given_port_that_is_taken_is_not_tried_again(one_model_repo, binary, t
 
     launches = []
     launch = TritonServer._launch
-    monkeypatch.setattr(TritonServer, "_launch", lambda self: (launches.append(self.http_port), launch(self))[1])
+    monkeypatch.setattr(TritonServer, "_launch",
+                        lambda self, *args: (launches.append(self.http_port), launch(self, *args))[1])
     with pytest.raises(ServerError, match="could not bind its ports"):
         TritonServer(one_model_repo, binary=binary, http_port=taken_port).start()
     assert len(launches) == 1
