@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -164,16 +163,6 @@ def _split(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _map(fn, items: list, workers: int) -> list:
-    """``fn`` over ``items`` on ``workers`` threads, results in order; the first failure cancels the requests not yet
-    sent (a dead server or stub would otherwise fail each of them in turn, a second apiece for a stub)."""
-    pool = ThreadPoolExecutor(max_workers=workers)
-    try:
-        return list(pool.map(fn, items))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def _error_text(err: Exception) -> str:
     """A failed check's error: the first line, and the exception a TorchScript traceback ends with."""
     return f"{type(err).__name__}: {error_summary(str(err)) or first_line(err)}"
@@ -255,13 +244,12 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
             for run in runs:
                 batch = min(run.batch, request_rows(served))
 
-                def one(chunk: list[int]) -> np.ndarray:
-                    data = np.array([texts[i].encode("utf-8") for i in chunk], dtype=np.object_).reshape(-1, 1)
-                    with TritonClient(url, protocol, timeout_s) as c:
-                        return c.infer(name, {"text": data}, [output])[output]
-
+                requests = [{"text": np.array([texts[i].encode("utf-8") for i in chunk],
+                                              dtype=np.object_).reshape(-1, 1)}
+                            for chunk in _split(list(range(len(texts))), batch)]
                 started = time.monotonic()
-                got = np.concatenate(_map(one, _split(list(range(len(texts))), batch), run.concurrency), axis=0)
+                got = np.concatenate(send_requests(lambda: TritonClient(url, protocol, timeout_s), name, requests,
+                                                   output, run.concurrency), axis=0)
                 _record_run(check, "text, " + Run(batch, run.concurrency).label, batch, items, expected, got,
                             tolerance, started)
             after = admin.statistics(counted, at_least=before[0] + len(texts) * len(runs))

@@ -68,7 +68,8 @@ register(Architecture("bert", IDS_MASK_TYPES, examples=("BAAI/bge-small-en-v1.5"
                       tiny=_BERT_TINY))
 # RoBERTa has a token_type_ids input with a single type: it carries no information, so it is left out.
 register(Architecture("roberta", IDS_MASK, position_offset=2, tokenizer_kind="bpe",
-                      examples=("sentence-transformers/all-distilroberta-v1",), tiny={**_BERT_TINY, "type_vocab_size": 1}))
+                      examples=("sentence-transformers/all-distilroberta-v1",),
+                      tiny={**_BERT_TINY, "type_vocab_size": 1}))
 register(Architecture("xlm-roberta", IDS_MASK, position_offset=2, tokenizer_kind="unigram",
                       examples=("intfloat/multilingual-e5-base", "BAAI/bge-m3"),
                       tiny={**_BERT_TINY, "type_vocab_size": 1}))

@@ -128,13 +128,8 @@ class ModuleChain:
 
     @property
     def normalize(self) -> bool:
-        """Whether the embedding that comes out is L2-normalised (the last Normalize after the last Dense)."""
-        for m in reversed(self.modules):
-            if isinstance(m, Normalize):
-                return True
-            if isinstance(m, (Dense, LayerNorm)):
-                return False
-        return False
+        """Whether the embedding that comes out is L2-normalised."""
+        return _ends_normalized(self.modules)
 
     @property
     def dims(self) -> int | None:
@@ -166,7 +161,7 @@ class ModuleChain:
                 modules.insert(0, Pooling(pooling))
         if normalize is False:
             modules = [m for m in modules if not isinstance(m, Normalize)]
-        elif normalize and not self._normalizes(modules):
+        elif normalize and not _ends_normalized(modules):
             modules.append(Normalize())
         if dims is not None:
             # a chain recorded with --dims already ends in Truncate (+ Normalize): start again from before it
@@ -175,17 +170,13 @@ class ModuleChain:
             if not 1 <= dims <= width:
                 raise UnsupportedModelError(f"--dims {dims} is outside the embedding's width (1..{width})",
                                             fix=f"pass --dims {width} or less", where="--dims")
-            normalized = self._normalizes(modules)
+            normalized = _ends_normalized(modules)
             # sentence-transformers truncates after forward() and normalises again when asked (encode's
             # normalize_embeddings); a normalised model's Matryoshka rows are unit vectors again.
             modules.append(Truncate(dims))
             if normalized:
                 modules.append(Normalize())
         return replace(self, modules=tuple(modules))
-
-    @staticmethod
-    def _normalizes(modules: list) -> bool:
-        return ModuleChain("", tuple(modules), 0).normalize
 
     def to_list(self) -> list[dict]:
         return [asdict(m) for m in self.modules]
@@ -201,6 +192,16 @@ class ModuleChain:
                                        fix="export the model again with this version of tei-export")
             modules.append(_KINDS[kind](**item))
         return cls(transformer_path, tuple(modules), hidden_size)
+
+
+def _ends_normalized(modules) -> bool:
+    """A Normalize after the last module that changes the row (Dense, LayerNorm)."""
+    for m in reversed(modules):
+        if isinstance(m, Normalize):
+            return True
+        if isinstance(m, (Dense, LayerNorm)):
+            return False
+    return False
 
 
 def read_json(path: Path):

@@ -151,11 +151,6 @@ class ExportResult:
         }
 
 
-def build_config(name: str, spec: ModelSpec, options: ExportOptions) -> TritonModelConfig:
-    """The config.pbtxt content for an exported model, as its variant writes it (:mod:`.variants`)."""
-    return options.variant.config(name, spec, options)
-
-
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -237,9 +232,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
         ctx = replace(ctx, reference=checked, tolerance=tolerance)
     example = variant.example(spec, options, ctx.pad_id)
     with tempfile.TemporaryDirectory(prefix="tei-export-build-") as scratch:
-        _say(progress, {"pt2": "torch.export + AOTInductor compile (model.pt2)",
-                        "ragged": "tracing to TorchScript, scripting the ragged batch around it"}.get(
-                            variant.name, "tracing to TorchScript"))
+        _say(progress, variant.building)
         exported, saved = variant.build(ctx, example, Path(scratch))
         _say(progress, f"checking the {variant.name} model against sentence-transformers on "
                        f"{variant.check_count(ctx)} batches")

@@ -59,6 +59,9 @@ class Variant:
     client: str = PADDED_TOKENS
     format: str = "torchscript"
     filename: str = TORCHSCRIPT_FILENAME
+    building: str = "tracing to TorchScript"  # what trace says while build() runs
+    # The ids the traced module takes: the export's input type, or int64 where an outer module casts for it.
+    int64_traced: bool = False
 
     def validate(self, options, arch) -> None:
         """Refuse the options this variant cannot serve, naming the option and the fix."""
@@ -99,7 +102,7 @@ class Variant:
         """The tracing example: a padded batch (real padding, so attention is traced with its mask)."""
         cases = shape_cases(options.max_batch_size, spec.max_seq_len, spec.max_positions)
         case = next(c for c in cases if c.padding != "none")
-        dtype = torch.int64 if self.name == "ragged" else (torch.int32 if options.int32 else torch.int64)
+        dtype = torch.int64 if self.int64_traced or not options.int32 else torch.int32
         return {k: v.to(options.device)
                 for k, v in make_inputs(case, self.traced_inputs(spec), spec.vocab_size, pad_id, dtype).items()}
 
@@ -169,6 +172,8 @@ class Padded(Variant):
 class Ragged(Variant):
     name = "ragged"
     client = RAGGED_TOKENS
+    building = "tracing to TorchScript, scripting the ragged batch around it"
+    int64_traced = True  # the scripted outer module casts the ids for the traced chunk module
 
     def validate(self, options, arch) -> None:
         if not arch.ragged:
@@ -228,6 +233,7 @@ class Pt2(Variant):
     name = "pt2"
     format = "pt2"
     filename = PT2_FILENAME
+    building = "torch.export + AOTInductor compile (model.pt2)"
 
     def validate(self, options, arch) -> None:
         if not arch.pt2:
