@@ -147,6 +147,22 @@ def locate_source(branch: str, explicit: str | os.PathLike | None = None, git_ti
     return _from_git(branch, git_timeout)
 
 
+def _extract(archive: tarfile.TarFile, dest: Path) -> None:
+    """Extract ``archive`` under ``dest`` only. Python 3.11.4+ has the "data" filter for that; older 3.11 (Debian 12's
+    3.11.2) has no ``filter`` argument, so there every member is checked to stay inside ``dest`` first."""
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(dest, filter="data")
+        return
+    root = dest.resolve()
+    for member in archive.getmembers():
+        target = (root / member.name).resolve()
+        link = (target.parent / member.linkname).resolve() if member.issym() or member.islnk() else root
+        if root not in (target, *target.parents) or root not in (link, *link.parents) or member.isdev():
+            raise BackendBuildError(f"the archive member {member.name!r} would be written outside {dest}",
+                                    fix="use the source archives as NVIDIA publishes them", where=archive.name)
+    archive.extractall(dest)
+
+
 def unpack(source: BackendSource, dest: Path, log: Log) -> dict[str, Path]:
     """Make the four trees available under ``dest`` (extracted, linked, or cloned); returns ``{repo: tree}``."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -155,7 +171,7 @@ def unpack(source: BackendSource, dest: Path, log: Log) -> dict[str, Path]:
         target = dest / repo
         if source.kind == "archives":
             with tarfile.open(_archive(Path(source.location), repo, source.branch)) as archive:
-                archive.extractall(dest, filter="data")
+                _extract(archive, dest)
         elif source.kind == "trees":
             target.symlink_to(Path(source.location) / repo, target_is_directory=True)
         else:
