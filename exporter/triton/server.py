@@ -17,10 +17,10 @@ from typing import Mapping, Sequence
 
 from ..errors import ServerError
 from .allocator import Allocator, choose_allocator
-from .openmp import OpenMPWait, choose_openmp_wait
 from .backends import BackendSetup, prepare_backends
 from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
 from .hazards import explains_abort, interop_hazards
+from .openmp import OpenMPWait, choose_openmp_wait
 from .ports import choose_ports
 from .process import signal_name, spawn_server, stop_group
 from .repository_view import RepositoryView, present_repository
