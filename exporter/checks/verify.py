@@ -259,6 +259,18 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
     return check
 
 
+def text_reference(repo: Path, model: ExportedModel, reference, texts: list[str],
+                   bare: np.ndarray | None = None) -> np.ndarray:
+    """``SentenceTransformer.encode(texts)`` told the prompt that ``<name>_text`` puts before every text (by name,
+    ``prompt_name=NAME``, where the text model records it); ``bare`` (the rows without a prompt) when there is none."""
+    from ..export.text_models import served_prompt
+
+    prompt = served_prompt(repo, model.name)
+    if not prompt.name and not prompt.text and bare is not None:
+        return bare
+    return reference.encode(texts, **prompt.encode_kwargs()).astype(np.float64)
+
+
 def explain_failure(check: ModelCheck, server=None) -> None:
     """Name the model that failed and why, when a check failed on a Python backend stub that is gone (the
     tokenizer of a text ensemble, or any model the compatibility backend serves): the request error names only the
@@ -370,7 +382,9 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
             items = build_corpus(corpus_size, tokenizer=tokenizer, max_seq_len=model.metadata.max_seq_len)
             if progress:
                 progress(f"{model.name}: eager sentence-transformers on {len(items)} texts")
-            expected = model.reference().encode([i.text for i in items]).astype(np.float64)
+            reference = model.reference()
+            expected = reference.encode([i.text for i in items]).astype(np.float64)
+            text_expected = None  # encode() with the text model's own prompt, once the text model is checked
             for protocol in protocols:
                 if progress:
                     progress(f"{model.name}: requests over {protocol}")
@@ -382,8 +396,11 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
                                                      or names and f"{model.name}{TEXT_SUFFIX}" in names):
                     if progress:
                         progress(f"{model.name}_text: text requests over {protocol}")
-                    report.checks.append(verify_text_model(urls[protocol], protocol, model, items, expected, runs,
-                                                           nvidia_label=nvidia_label))
+                    if text_expected is None:
+                        text_expected = text_reference(Path(repo), model, reference, [i.text for i in items],
+                                                       expected)
+                    report.checks.append(verify_text_model(urls[protocol], protocol, model, items, text_expected,
+                                                           runs, nvidia_label=nvidia_label))
                     _watch(server, report.checks[-1])
         if libtorch:
             report.libtorch = _libtorch_reports(targets, progress)
