@@ -400,7 +400,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 @main.command()
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model", "model", required=True, help="Name of an exported model in REPOSITORY.")
+@click.option("--model", "model", required=True,
+              help="Name of an exported model in REPOSITORY, or of its graph text model (<name>_text).")
 @click.option("--intra", default="1,2", show_default=True, help="INTRA_OP_THREAD_COUNT values (comma-separated).")
 @click.option("--inter", default="0", show_default=True,
               help="INTER_OP_THREAD_COUNT values; 0 leaves the parameter out (see README: interop threads).")
@@ -587,7 +588,9 @@ def backend_status(repository, binary, backend):
 
 @main.command()
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model", "model", required=True, help="Name of an exported token model in REPOSITORY.")
+@click.option("--model", "model", required=True,
+              help="Name of an exported token model in REPOSITORY, or of its text model (<name>_text: texts are sent "
+                   "as UTF-8 strings).")
 @click.option("--requests", "requests", type=int, default=10_000, show_default=True,
               help="Requests in all, one text each, split evenly over the protocols (sent interleaved).")
 @click.option("--concurrency", type=int, default=64, show_default=True, help="Requests in flight.")

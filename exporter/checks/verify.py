@@ -18,8 +18,8 @@ import numpy as np
 from ..errors import VerificationError, first_line
 from ..export.metadata import ExportMetadata
 from ..export.precision import served_tolerance
-from ..export.reader import ExportedModel, exported_models
-from ..tokens import request_builder
+from ..export.reader import ExportedModel, exported_models, resolve_name
+from ..tokens import TextRequestBuilder, request_builder
 from ..triton.backends import NVIDIA_LABEL, served_by
 from ..triton.hazards import interop_hazards
 from ..triton.server_log import error_summary, lost_stub_message, unhealthy_stub
@@ -240,13 +240,11 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
                                f"{name} on the Python backend (one request per text to {model.name}), then "
                                f"{model.name} on the {token_side}")
             output = served.outputs[0].name
+            build = TextRequestBuilder(served.inputs[0].name)
             before = admin.statistics(counted)
             for run in runs:
                 batch = min(run.batch, request_rows(served))
-
-                requests = [{"text": np.array([texts[i].encode("utf-8") for i in chunk],
-                                              dtype=np.object_).reshape(-1, 1)}
-                            for chunk in _split(list(range(len(texts))), batch)]
+                requests = [build([texts[i] for i in chunk]) for chunk in _split(list(range(len(texts))), batch)]
                 started = time.monotonic()
                 got = np.concatenate(send_requests(lambda: TritonClient(url, protocol, timeout_s), name, requests,
                                                    output, run.concurrency), axis=0)
@@ -257,18 +255,6 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
     except Exception as err:  # reported as a failed check, not a crash
         check.error = _error_text(err)
     return check
-
-
-def text_reference(repo: Path, model: ExportedModel, reference, texts: list[str],
-                   bare: np.ndarray | None = None) -> np.ndarray:
-    """``SentenceTransformer.encode(texts)`` told the prompt that ``<name>_text`` puts before every text (by name,
-    ``prompt_name=NAME``, where the text model records it); ``bare`` (the rows without a prompt) when there is none."""
-    from ..export.text_models import served_prompt
-
-    prompt = served_prompt(repo, model.name)
-    if not prompt.name and not prompt.text and bare is not None:
-        return bare
-    return reference.encode(texts, **prompt.encode_kwargs()).astype(np.float64)
 
 
 def explain_failure(check: ModelCheck, server=None) -> None:
@@ -328,19 +314,10 @@ def checks_wanted(repo: Path, names: list[str] | None) -> tuple[list[ExportedMod
     everything = exported_models(repo)
     if not names:
         return everything, {m.name: {"token", "text"} for m in everything}
-    exported = {m.name for m in everything}
     wanted: dict[str, set[str]] = {}
     for name in names:
-        base = name[:-len(TEXT_SUFFIX)] if name.endswith(TEXT_SUFFIX) else None
-        if name in exported:
-            wanted.setdefault(name, set()).add("token")
-        elif base in exported and (repo / name / "config.pbtxt").is_file():
-            wanted.setdefault(base, set()).add("text")
-        else:
-            choices = sorted(exported | {f"{m}{TEXT_SUFFIX}" for m in exported
-                                         if (repo / f"{m}{TEXT_SUFFIX}" / "config.pbtxt").is_file()})
-            raise VerificationError(f"no exported model named {name} in the repository (--model takes a model as the "
-                                    "report names it)", fix=f"choose from {', '.join(choices)}", where=str(repo))
+        model, text = resolve_name(repo, name, everything)
+        wanted.setdefault(model.name, set()).add("text" if text else "token")
     return [m for m in everything if m.name in wanted], wanted
 
 
@@ -397,8 +374,7 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
                     if progress:
                         progress(f"{model.name}_text: text requests over {protocol}")
                     if text_expected is None:
-                        text_expected = text_reference(Path(repo), model, reference, [i.text for i in items],
-                                                       expected)
+                        text_expected = model.text_rows(reference, [i.text for i in items]).astype(np.float64)
                     report.checks.append(verify_text_model(urls[protocol], protocol, model, items, text_expected,
                                                            runs, nvidia_label=nvidia_label))
                     _watch(server, report.checks[-1])

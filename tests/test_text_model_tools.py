@@ -1,0 +1,98 @@
+"""soak, tune and the C++ LibTorch check on the graph text model ``<name>_text`` (UTF-8 strings in, a tokenizer
+inside the TorchScript graph, exported with a prompt): a real tritonserver with NVIDIA's backend, answers compared
+with ``SentenceTransformer.encode(texts, prompt_name=...)``, and the C++ check calling forward() with a
+``List[str]`` as NVIDIA's backend does. Small counts: the machine is shared."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from exporter.checks.soak import SoakOptions, run_soak
+from exporter.cli import main
+from exporter.errors import TeiExportError
+from exporter.export.pipeline import ExportOptions, export_model
+from exporter.export.triton_config import parse_pbtxt
+from exporter.triton.server import TritonServer
+
+PROMPTS = {"query": "query: ", "document": "passage: "}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    from model_factory import random_model
+
+    return random_model(tmp_path_factory.mktemp("text_tools_src") / "m", "bert", max_seq_length=48, seed=3,
+                        prompts=PROMPTS)
+
+
+@pytest.fixture(scope="module")
+def repo(source, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo_text_tools")
+    export_model(source, ExportOptions(out=repo, name="m", max_batch_size=16, with_tokenizer=True,
+                                       tokenizer="graph", prompt_name="query"))
+    return repo
+
+
+def test_cli_soak_sends_texts_to_the_text_model(nvidia_backend, repo):
+    res = CliRunner().invoke(main, ["soak", str(repo), "--model", "m_text", "--requests", "120", "--concurrency",
+                                    "8", "--corpus-size", "8", "--backend", "nvidia", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["passed"] and data["kind"] == "text" and data["model"] == "m_text"
+    assert "libtriton_pytorch.so" in data["served_by"] or "NVIDIA" in data["served_by"], data["served_by"]
+    assert data["ok"] == data["sent"] == 120 and data["failed"] == 0
+    assert {p["protocol"]: p["checked"] for p in data["protocols"]} == {"http": 60, "grpc": 60}
+    # one text per request; the text model's own statistics count them
+    assert data["inferences"] == 120 and 0 < data["executions"] <= 120
+
+
+def test_soak_compares_with_the_text_models_prompt(nvidia_backend, binary, repo, tmp_path):
+    """Against a copy of the repository whose text model claims no prompt, the served rows (made with the query
+    prompt) are outside the tolerance for every text: the soak's reference really is encode() with the prompt."""
+    wrong = tmp_path / "repo"
+    shutil.copytree(repo, wrong)
+    graph = wrong / "m_text" / "1" / "text_graph.json"
+    graph.write_text(json.dumps({**json.loads(graph.read_text()), "prompt_name": None, "prompt": ""}))
+    with TritonServer(repo, binary=binary, backend="nvidia", model_control_mode="explicit",
+                      load_models=["m_text"], log_path=tmp_path / "triton.log") as server:
+        right = run_soak(SoakOptions(repo, "m_text", requests=40, concurrency=4, protocols=("grpc",),
+                                     corpus_size=4), server=server)
+        bad = run_soak(SoakOptions(wrong, "m_text", requests=40, concurrency=4, protocols=("grpc",),
+                                   corpus_size=4), server=server)
+    assert right.ok == 40 and right.failed == 0, right.table()
+    assert bad.protocols[0].parity_failures == 40 and not bad.passed
+
+
+def test_tune_sweeps_the_graph_text_model(nvidia_backend, repo, tmp_path):
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy)
+    config = copy / "m_text" / "config.pbtxt"
+    res = CliRunner().invoke(main, ["tune", str(copy), "--model", "m_text", "--intra", "1", "--instances", "1",
+                                    "--queue-delay-us", "0,3000", "--max-trials", "2", "--max-seconds", "0.5",
+                                    "--max-calls", "40", "--concurrency", "4", "--backend", "nvidia", "--write",
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert [r["trial"]["max_queue_delay_us"] for r in report["results"]] == [0, 3000]
+    for r in report["results"]:  # each trial served the rewritten config and answered encode(prompt_name="query")
+        assert r["error"] is None and r["parity_passed"] and r["requests"] > 0, r
+    assert report["written"] == str(config)
+    written = parse_pbtxt(config.read_text())
+    (text,) = written.input
+    assert text.data_type == 13 and list(text.reshape.shape) == [] and written.platform == "pytorch_libtorch"
+    assert written.dynamic_batching.max_queue_delay_microseconds == report["best"]["trial"]["max_queue_delay_us"]
+    assert "List[str]" in config.read_text()  # the graph text template's note is kept
+
+
+def test_tune_refuses_a_python_text_model(source, tmp_path):
+    from exporter.tune import TuneOptions, run_tune
+
+    repo = tmp_path / "repo"
+    export_model(source, ExportOptions(out=repo, name="p", max_batch_size=8, with_tokenizer=True,
+                                       tokenizer="python"))
+    with pytest.raises(TeiExportError, match="Python text model") as err:
+        run_tune(TuneOptions(repo, "p_text"))
+    assert "--tokenizer graph" in err.value.fix
