@@ -96,3 +96,29 @@ def test_tune_refuses_a_python_text_model(source, tmp_path):
     with pytest.raises(TeiExportError, match="Python text model") as err:
         run_tune(TuneOptions(repo, "p_text"))
     assert "--tokenizer graph" in err.value.fix
+
+
+def test_check_libtorch_calls_the_text_model_with_a_list_of_strings(cxx_compiler, repo, tmp_path):
+    """The C++ checker (compiled against the installed LibTorch) loads m_text/1/model.pt and calls forward() with one
+    List[str] per case, as NVIDIA's backend passes merged requests; every row equals encode(prompt_name="query"),
+    invalid UTF-8 read as decode("utf-8", "replace")."""
+    res = CliRunner().invoke(main, ["check-libtorch", str(repo / "m_text"), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["ok"] and not report["skipped"] and report["kind"] == "text", report
+    texts = report["cases"] - 3  # all, a shorter list, each alone, all again
+    assert texts >= 10 and report["rows"] == 2 * texts + texts + max(2, texts // 2)
+    assert report["max_abs_diff"] <= 1e-5 and report["min_cosine"] >= 0.99999
+    assert "List[str]" in report["details"][0]
+
+
+def test_check_libtorch_text_model_fails_on_a_wrong_prompt(cxx_compiler, repo, tmp_path):
+    """The same model.pt compared with encode() told no prompt (the copy's text_graph.json says none): it fails."""
+    from exporter.checks.libtorch_check import check_libtorch
+
+    wrong = tmp_path / "repo"
+    shutil.copytree(repo, wrong)
+    graph = wrong / "m_text" / "1" / "text_graph.json"
+    graph.write_text(json.dumps({**json.loads(graph.read_text()), "prompt_name": None, "prompt": ""}))
+    report = check_libtorch(wrong / "m_text", texts=["What is Triton?", b"caf\xe9", ""])
+    assert not report.ok and report.cases == 6 and "differs from encode()" in report.error, report
