@@ -122,3 +122,14 @@ def test_check_libtorch_text_model_fails_on_a_wrong_prompt(cxx_compiler, repo, t
     graph.write_text(json.dumps({**json.loads(graph.read_text()), "prompt_name": None, "prompt": ""}))
     report = check_libtorch(wrong / "m_text", texts=["What is Triton?", b"caf\xe9", ""])
     assert not report.ok and report.cases == 6 and "differs from encode()" in report.error, report
+
+
+def test_verify_runs_the_cpp_check_of_the_text_model(cxx_compiler, nvidia_backend, repo):
+    from exporter.checks.verify import verify_repository
+
+    report = verify_repository(repo, names=["m_text"], corpus_size=4, protocols=("grpc",),
+                               server_options={"backend": "nvidia"})
+    assert report.passed, report.table()
+    checked = {r["model"]: r for r in report.libtorch}
+    assert set(checked) == {"m", "m_text"} and checked["m_text"]["kind"] == "text" and checked["m_text"]["ok"]
+    assert "libtorch C++ check of m_text: ok" in report.table()

@@ -293,15 +293,24 @@ def _text_ready(url: str, protocol: str, name: str) -> bool:
         return False
 
 
-def _libtorch_reports(targets: list[ExportedModel], progress: Progress | None) -> list[dict]:
+def _libtorch_reports(targets: list[ExportedModel], wanted: dict[str, set[str]],
+                      progress: Progress | None) -> list[dict]:
+    """The C++ check of every token model, and of every graph text model whose text check was wanted (forward()
+    called with a List[str])."""
+    from ..export.triton_config import read_config
     from .libtorch_check import check_libtorch
 
     reports = []
     for m in targets:
-        if progress:
-            progress(f"libtorch C++ check of {m.name}")
-        report = check_libtorch(m.model_dir, min_cosine=served_tolerance(m.metadata).min_cosine)
-        reports.append({"model": m.name, **asdict(report)})
+        folders = [m.model_dir]
+        if "text" in wanted[m.name] and (m.text_dir / "config.pbtxt").is_file() and \
+                read_config(m.text_dir / "config.pbtxt").platform == "pytorch_libtorch":
+            folders.append(m.text_dir)
+        for folder in folders:
+            if progress:
+                progress(f"libtorch C++ check of {folder.name}")
+            report = check_libtorch(folder, min_cosine=served_tolerance(m.metadata).min_cosine)
+            reports.append({"model": folder.name, **asdict(report)})
     return reports
 
 
@@ -379,5 +388,5 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
                                                            runs, nvidia_label=nvidia_label))
                     _watch(server, report.checks[-1])
         if libtorch:
-            report.libtorch = _libtorch_reports(targets, progress)
+            report.libtorch = _libtorch_reports(targets, wanted, progress)
     return report
