@@ -247,9 +247,14 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dim
               help="Serve Triton's Prometheus metrics (nv_inference_*) at http://HOST:METRICS_PORT/metrics.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), help="Server log file.")
 @_allocator_option
+@click.option("--omp-spin/--no-omp-spin", default=None,
+              help="Start the server with OMP_WAIT_POLICY=ACTIVE GOMP_SPINCOUNT=300000, so LibTorch's thread teams "
+                   "keep spinning when several models' teams outnumber the cores (default: $TEI_EXPORT_OMP_SPIN, "
+                   "else on; values you set for either variable are kept).")
 @_backend_option
 @_friendly_errors
-def serve(repository, binary, host, http_port, grpc_port, metrics_port, metrics, log_path, allocator, backend):
+def serve(repository, binary, host, http_port, grpc_port, metrics_port, metrics, log_path, allocator, omp_spin,
+          backend):
     """Serve REPOSITORY with tritonserver until Ctrl-C.
 
     Starts tritonserver on REPOSITORY on Triton's usual ports (8000 HTTP, 8001 gRPC, 8002 metrics; a free port, and
@@ -260,7 +265,7 @@ def serve(repository, binary, host, http_port, grpc_port, metrics_port, metrics,
 
     server = TritonServer(repository, binary=binary, host=host, http_port=http_port, grpc_port=grpc_port,
                           metrics_port=metrics_port, metrics=metrics, preferred_ports=TRITON_PORTS,
-                          log_path=log_path, backend=backend, allocator=allocator)
+                          log_path=log_path, backend=backend, allocator=allocator, omp_spin=omp_spin)
     click.echo(f"starting tritonserver on {repository} ...", err=True)
     # SIGTERM (a supervisor) and SIGINT (Ctrl-C, or `kill -INT` of a background job that inherited it ignored) stop
     # the server like Ctrl-C does.
@@ -278,6 +283,7 @@ def _serve(server) -> None:
         click.echo(f"server:  {server.binary.describe()}")
         click.echo(f"backend: {server.backends.describe()}")
         click.echo(f"memory:  {server.memory.describe()}")
+        click.echo(f"openmp:  {server.openmp.describe()}")
         if server.view.presented:
             click.echo(f"note:    {server.view.describe()}")
         click.echo(f"models:  {', '.join(server.models)} (all READY)")
@@ -402,10 +408,12 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--model", "model", required=True,
               help="Name of an exported model in REPOSITORY, or of its graph text model (<name>_text).")
-@click.option("--intra", default="1,2", show_default=True, help="INTRA_OP_THREAD_COUNT values (comma-separated).")
+@click.option("--intra", default="", help="INTRA_OP_THREAD_COUNT values (comma-separated; default: every split of "
+                                         "the cores into threads x instances).")
 @click.option("--inter", default="0", show_default=True,
               help="INTER_OP_THREAD_COUNT values; 0 leaves the parameter out (see README: interop threads).")
-@click.option("--instances", default="1,2", show_default=True, help="instance_group count values.")
+@click.option("--instances", default="", help="instance_group count values (default: as --intra; with --intra "
+                                             "alone, cores // threads).")
 @click.option("--queue-delay-us", default="0,100,2000", show_default=True,
               help="dynamic_batching max_queue_delay_microseconds values.")
 @click.option("--concurrency", type=int, default=16, show_default=True, help="Requests in flight per trial.")

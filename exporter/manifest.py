@@ -18,6 +18,7 @@ from .errors import ConfigError, RepositoryError
 from .export.pt2 import PT2_MIN_TRITON, PT2_PLATFORM
 from .export.repository import models
 from .export.triton_config import TORCH_PLATFORMS, _template, read_config
+from .triton.openmp import SPIN_SETTINGS
 
 # The default image. The torch_aoti platform (model.pt2) needs 26.03 or newer, so nothing older is the default.
 TRITON_IMAGE_TAG = PT2_MIN_TRITON
@@ -284,6 +285,7 @@ def render_manifest(options: DeploymentOptions) -> str:
 
     template = "k8s.yaml.j2" if options.kind == "deployment" else "kserve.yaml.j2"
     text = _template(template).render(o=options, storage=options.storage, credentials=_credentials(options),
+                                      openmp=SPIN_SETTINGS,
                                       tool_version=__version__, pvc_mount=PVC_MOUNT)
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]

@@ -9,12 +9,17 @@ LibTorch backend sets the two thread counts once per process (the first model lo
 running server would measure nothing. (The compatibility backend applies them per instance process instead, so
 ``instances x INTRA_OP_THREAD_COUNT`` threads share the cores there.)
 
+The default grid splits the cores: every (INTRA_OP_THREAD_COUNT, instances) pair whose product is the core count.
+Fewer threads leave cores idle; more make libgomp cut its spin-waiting (see :mod:`exporter.triton.openmp`), so on
+this project's 2-core machine (2, 1) and (1, 2) are the only splits worth a trial.
+
 Nothing is written to the model's own config.pbtxt unless asked (``write=True``), and then the old file is kept
 as ``config.pbtxt.bak-<time>`` beside it.
 """
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 import time
@@ -59,9 +64,9 @@ class TrialResult:
 class TuneOptions:
     repository: Path
     model: str
-    intra_op_threads: tuple[int, ...] = (1, 2)
+    intra_op_threads: tuple[int, ...] = ()  # (): the core splits (see thread_splits); with instances given: cores // n
     inter_op_threads: tuple[int, ...] = (0,)  # 0: no INTER_OP_THREAD_COUNT (see exporter.triton.hazards)
-    instances: tuple[int, ...] = (1, 2)
+    instances: tuple[int, ...] = ()  # (): as intra_op_threads
     max_queue_delay_us: tuple[int, ...] = (0, 100, 2000)
     concurrency: int = 16
     texts: int = 32
@@ -73,10 +78,20 @@ class TuneOptions:
     write: bool = False
     backend: str | None = None  # auto, nvidia or compat (exporter.triton.backends)
 
-    def trials(self) -> list[Trial]:
-        grid = itertools.product(self.intra_op_threads, self.inter_op_threads, self.instances,
-                                 self.max_queue_delay_us)
-        return [Trial(*t) for t in grid][: self.max_trials]
+    def thread_pairs(self, cores: int | None = None) -> list[tuple[int, int]]:
+        """(intra-op threads, instances) pairs to try: the user's grid, else the splits of ``cores``."""
+        cores = cores or os.cpu_count() or 1
+        if self.intra_op_threads and self.instances:
+            return list(itertools.product(self.intra_op_threads, self.instances))
+        if self.intra_op_threads:
+            return [(t, max(1, cores // t)) for t in self.intra_op_threads]
+        if self.instances:
+            return [(max(1, cores // n), n) for n in self.instances]
+        return thread_splits(cores)
+
+    def trials(self, cores: int | None = None) -> list[Trial]:
+        grid = itertools.product(self.thread_pairs(cores), self.inter_op_threads, self.max_queue_delay_us)
+        return [Trial(intra, inter, n, delay) for (intra, n), inter, delay in grid][: self.max_trials]
 
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -87,6 +102,11 @@ class TuneOptions:
             raise TeiExportError("intra-op threads, instances, concurrency and max trials must be >= 1, inter-op "
                                  "threads and delays >= 0 (0 inter-op threads: the parameter is left out)",
                                  fix="pass positive numbers", where="tune options")
+
+
+def thread_splits(cores: int) -> list[tuple[int, int]]:
+    """Every (threads, instances) with threads x instances == ``cores``, most threads first."""
+    return [(cores // n, n) for n in range(1, cores + 1) if cores % n == 0]
 
 
 @dataclass

@@ -13,6 +13,7 @@ from exporter.cli import main
 from exporter.errors import ConfigError, RepositoryError
 from exporter.manifest import (DEFAULT_IMAGE, TRITON_IMAGE_TAG, DeploymentOptions, check_repository_fit,
                                render_manifest, split_image, write_manifest)
+from exporter.triton.openmp import SPIN_SETTINGS
 
 
 def _docs(options: DeploymentOptions) -> dict[str, dict]:
@@ -83,30 +84,38 @@ def test_gpu_resource_only_with_gpus():
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 2
 
 
+def _credentials(container: dict) -> list[dict]:
+    """The container's env less the OpenMP settings every pod gets (exporter/triton/openmp.py)."""
+    env = container.get("env", [])
+    assert [e for e in env if e["name"] in dict(SPIN_SETTINGS)] == [{"name": k, "value": v} for k, v in SPIN_SETTINGS]
+    return [e for e in env if e["name"] not in dict(SPIN_SETTINGS)]
+
+
 def test_s3_credentials_come_from_a_secret():
-    env = {e["name"]: e for e in _container(_docs(DeploymentOptions("s3://b/m", credentials_secret="aws-keys")))["env"]}
+    env = {e["name"]: e for e in _credentials(_container(_docs(DeploymentOptions("s3://b/m",
+                                                                                  credentials_secret="aws-keys"))))}
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         ref = env[var]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == "aws-keys" and ref["key"] == var and not ref.get("optional")
     assert env["AWS_DEFAULT_REGION"]["valueFrom"]["secretKeyRef"]["optional"] is True
     default = _container(_docs(DeploymentOptions("s3://b/m")))
-    assert default["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "triton-storage-credentials"
+    assert _credentials(default)[0]["valueFrom"]["secretKeyRef"]["name"] == "triton-storage-credentials"
     # No secret (IRSA, workload identity): no credential variables, the service account carries them.
     irsa = _docs(DeploymentOptions("s3://b/m", credentials_secret="", service_account="triton-reader"))
-    assert "env" not in _container(irsa)
+    assert _credentials(_container(irsa)) == []
     assert irsa["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == "triton-reader"
 
 
 def test_azure_gcs_and_pvc_storage():
-    azure = {e["name"] for e in _container(_docs(DeploymentOptions("as://acct/container/models")))["env"]}
+    azure = {e["name"] for e in _credentials(_container(_docs(DeploymentOptions("as://acct/container/models"))))}
     assert azure == {"AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY"}
     gcs = _docs(DeploymentOptions("gs://bucket/models", credentials_secret="gcs-key"))
-    key = {e["name"]: e["value"] for e in _container(gcs)["env"]}["GOOGLE_APPLICATION_CREDENTIALS"]
+    key = {e["name"]: e["value"] for e in _credentials(_container(gcs))}["GOOGLE_APPLICATION_CREDENTIALS"]
     mounts = {m["name"]: m["mountPath"] for m in _container(gcs)["volumeMounts"]}
     assert key == mounts["storage-credentials"] + "/key.json"
     pvc = _docs(DeploymentOptions("pvc://models-claim/exports/v1"))
     c = _container(pvc)
-    assert "--model-repository=/models/exports/v1" in c["args"] and "env" not in c
+    assert "--model-repository=/models/exports/v1" in c["args"] and _credentials(c) == []
     volumes = {v["name"]: v for v in pvc["Deployment"]["spec"]["template"]["spec"]["volumes"]}
     assert volumes["model-repository"]["persistentVolumeClaim"] == {"claimName": "models-claim", "readOnly": True}
 

@@ -181,8 +181,9 @@ def targets_of(report: BenchReport) -> list[dict]:
                       lambda x: x >= 0.95))
     grpc1, ts1 = report.cell(GRPC, "short", concurrency=1), report.cell(TS_FP32, "short", 1)
     v = grpc1.p50_ms - ts1.p50_ms if grpc1 and ts1 else None
-    out.append(target("single-request p50: Triton gRPC c1 minus in-process TorchScript batch 1 (ms)", "<= 2 ms", v,
-                      lambda x: x <= 2.0))
+    # issue 18: the server's own cost of one request (queue, protocol, client), not the model's
+    out.append(target("single-request p50: Triton gRPC c1 minus in-process TorchScript batch 1, short text (ms)",
+                      "<= 1 ms", v, lambda x: x <= 1.0))
     ts_mixed, eager_mixed = report.cell(TS_FP32, "mixed", 16), report.cell(EAGER, "mixed", 16)
     v = ts_mixed.seq_per_s / eager_mixed.seq_per_s if ts_mixed and eager_mixed else None
     out.append(target("TorchScript fp32 / eager on the mixed corpus, batch 16 (seq/s)", ">= 1.1", v,

@@ -20,6 +20,7 @@ from .allocator import Allocator, choose_allocator
 from .backends import BackendSetup, prepare_backends
 from .binary import INSTALL_HINT, TritonBinary, find_tritonserver
 from .hazards import explains_abort, interop_hazards
+from .openmp import OpenMPWait, choose_openmp_wait
 from .ports import choose_ports
 from .process import signal_name, spawn_server, stop_group
 from .repository_view import RepositoryView, present_repository
@@ -78,6 +79,8 @@ class TritonServer:
     * ``env``: base environment instead of ``os.environ`` (the binary's additions and the venv ``bin`` still apply).
     * ``allocator``: ``jemalloc`` (preloaded, the default) or ``system`` (glibc's malloc); None:
       ``$TEI_EXPORT_ALLOCATOR``, else jemalloc (see :mod:`~exporter.triton.allocator`); ``memory`` then says which the server runs with.
+    * ``omp_spin``: start the server with OpenMP spin-waiting that survives several models' thread teams (see
+      :mod:`~exporter.triton.openmp`); None: ``$TEI_EXPORT_OMP_SPIN``, else on; ``openmp`` says what was set.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class TritonServer:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         allocator: str | None = None,
+        omp_spin: bool | None = None,
     ):
         self.model_repository = Path(model_repository).absolute()
         self._binary_arg = binary
@@ -131,6 +135,7 @@ class TritonServer:
         self.extra_args = tuple(extra_args)
         self._base_env = env
         self.memory: Allocator = choose_allocator(allocator, env)  # checked here: a wrong name fails before a start
+        self.openmp: OpenMPWait = choose_openmp_wait(omp_spin, env)
         self._binary: TritonBinary | None = binary if isinstance(binary, TritonBinary) else None
         self.backend_choice = backend
         self.backends: BackendSetup | None = backends
@@ -307,9 +312,10 @@ class TritonServer:
         if self.view.presented:
             self._log_file.write(f"tei-export: {self.view.describe()}\n".encode())
         self._log_file.write(f"tei-export: memory: {self.memory.describe()}\n".encode())
+        self._log_file.write(f"tei-export: openmp: {self.openmp.describe()}\n".encode())
         self._log_file.flush()
         self._compat_state = Path(tempfile.mkdtemp(prefix="tei-export-compat-state-"))
-        env = self.memory.environment(self._binary.environment(self._base_env))
+        env = self.openmp.environment(self.memory.environment(self._binary.environment(self._base_env)))
         env[COMPAT_STATE_ENV] = str(self._compat_state)
         try:
             self._proc = spawn_server(cmd, env, self._log_file)
@@ -472,9 +478,10 @@ class TritonServer:
                 _LIVE_SERVERS.discard(self)
 
     def describe(self) -> str:
-        """Which server, which backend, which allocator: what a report names as what it measured."""
+        """Which server, which backend, which allocator and OpenMP wait: what a report names as what it measured."""
         assert self._binary is not None and self.backends is not None
-        return f"{self._binary.describe()}; {self.backends.describe()}; memory: {self.memory.describe()}"
+        return (f"{self._binary.describe()}; {self.backends.describe()}; memory: {self.memory.describe()}; "
+                f"openmp: {self.openmp.label}")
 
     def served_by(self, name: str) -> str:
         """Which backend serves model ``name``, from its config as the running server reports it."""
