@@ -87,15 +87,29 @@ def test_tune_sweeps_the_graph_text_model(nvidia_backend, repo, tmp_path):
     assert "List[str]" in config.read_text()  # the graph text template's note is kept
 
 
-def test_tune_refuses_a_python_text_model(source, tmp_path):
+@pytest.fixture(scope="module")
+def python_repo(source, tmp_path_factory):
+    """The Python text models (tokenizer model + ensemble) with the document prompt as their PROMPT_NAME."""
+    repo = tmp_path_factory.mktemp("repo_text_tools_python")
+    export_model(source, ExportOptions(out=repo, name="p", max_batch_size=8, with_tokenizer=True,
+                                       tokenizer="python", prompt_name="document"))
+    return repo
+
+
+def test_tune_refuses_a_python_text_model(python_repo):
     from exporter.tune import TuneOptions, run_tune
 
-    repo = tmp_path / "repo"
-    export_model(source, ExportOptions(out=repo, name="p", max_batch_size=8, with_tokenizer=True,
-                                       tokenizer="python"))
     with pytest.raises(TeiExportError, match="Python text model") as err:
-        run_tune(TuneOptions(repo, "p_text"))
+        run_tune(TuneOptions(python_repo, "p_text"))
     assert "--tokenizer graph" in err.value.fix
+
+
+def test_soak_of_a_python_text_model_loads_what_it_calls(nvidia_backend, python_repo):
+    """Its own server loads the ensemble with the tokenizer and token models (explicit model control), and every
+    answer is encode(prompt_name="document"), the prompt the tokenizer model's PROMPT_NAME names."""
+    report = run_soak(SoakOptions(python_repo, "p_text", requests=40, concurrency=4, protocols=("grpc",),
+                                  corpus_size=4, backend="nvidia"))
+    assert report.ok == 40 and report.failed == 0 and report.kind == "text", report.table()
 
 
 def test_check_libtorch_calls_the_text_model_with_a_list_of_strings(cxx_compiler, repo, tmp_path):
