@@ -226,6 +226,9 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dim
     click.echo(f"pooling {result.spec.pooling}, normalize {result.spec.normalize}, "
                f"max_seq_len {result.spec.max_seq_len}, inputs {', '.join(t.name for t in result.config.inputs)}, "
                f"variant {result.metadata.variant}" + (f", dims {result.spec.dims}" if result.spec.dims else ""))
+    prompt = result.metadata.text_prompt_name
+    if prompt:
+        click.echo(f"text model prompt: {prompt} ({result.metadata.prompts.get(prompt, '')!r} before every text)")
     quality = result.metadata.parity.get("quality")
     click.echo("parity against sentence-transformers:" if quality is None else
                f"parity against the eager {quality['precision']} module:")

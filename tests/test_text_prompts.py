@@ -86,6 +86,10 @@ def test_unknown_prompt_name_lists_the_names(source, tmp_path):
     assert result.exit_code != 0
     assert "no prompt named 'passage'" in result.output and "document, query" in result.output, result.output
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())  # refused before writing anything
+    ok = CliRunner().invoke(main, ["trace", source, "--out", str(tmp_path / "r3"), "--name", "d", "--with-tokenizer",
+                                   "--prompt-name", "document", "--max-batch-size", "4"])
+    assert ok.exit_code == 0, ok.output
+    assert "text model prompt: document ('a passage of a document: ' before every text)" in ok.output
     with pytest.raises(UnsupportedModelError, match="--with-tokenizer"):
         export_model(source, ExportOptions(out=tmp_path / "r2", prompt_name="query"))
 
