@@ -178,6 +178,10 @@ def main(verbose: bool) -> None:
               help="With --with-tokenizer: graph writes <name>_text as one TorchScript model with the tokenizer inside "
                    "(no Python in the server); python writes the Python tokenizer model and ensemble (or BLS model). "
                    "Default: graph where the model's tokenizer is reproduced exactly (WordPiece), else python.")
+@click.option("--prompt-name", metavar="NAME",
+              help="With --with-tokenizer: put this prompt of config_sentence_transformers.json before every text the "
+                   "text model gets (default: the model's default_prompt_name, if any); a query and a document model "
+                   "are two exports (--name).")
 @click.option("--buckets", default="", help="Padding length buckets of the tokenizer model, e.g. 16,32,64,128,256,512 "
                                              "(default; capped at max_seq_len).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
@@ -186,7 +190,7 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dim
           token_embeddings, dtype, precision, min_cosine, min_overlap, calibration, smooth, fp32_layers, device, fmt,
           batching, ragged_token_budget, max_batch_size, instances, kind,
           max_queue_delay_us, preferred, intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup,
-          with_tokenizer, tokenizer_mode, buckets, as_json):
+          with_tokenizer, tokenizer_mode, prompt_name, buckets, as_json):
     """Export MODEL to TorchScript (or pt2) and config.pbtxt.
 
     MODEL is a hub id or a local folder. Writes model.pt (or with --format pt2: model.pt2) and config.pbtxt after
@@ -205,7 +209,7 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dim
         intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
         disable_optimized_execution=disable_optimized_execution, warmup=not no_warmup,
         with_tokenizer=with_tokenizer, buckets=tuple(int(b) for b in buckets.split(",") if b.strip()),
-        tokenizer=tokenizer_mode,
+        tokenizer=tokenizer_mode, prompt_name=prompt_name,
     )
     try:
         result = export_model(model, options, progress=_progress_printer(sys.stderr.isatty() and not as_json))
@@ -222,6 +226,9 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dim
     click.echo(f"pooling {result.spec.pooling}, normalize {result.spec.normalize}, "
                f"max_seq_len {result.spec.max_seq_len}, inputs {', '.join(t.name for t in result.config.inputs)}, "
                f"variant {result.metadata.variant}" + (f", dims {result.spec.dims}" if result.spec.dims else ""))
+    prompt = result.metadata.text_prompt_name
+    if prompt:
+        click.echo(f"text model prompt: {prompt} ({result.metadata.prompts.get(prompt, '')!r} before every text)")
     quality = result.metadata.parity.get("quality")
     click.echo("parity against sentence-transformers:" if quality is None else
                f"parity against the eager {quality['precision']} module:")
@@ -402,7 +409,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 @main.command()
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model", "model", required=True, help="Name of an exported model in REPOSITORY.")
+@click.option("--model", "model", required=True,
+              help="Name of an exported model in REPOSITORY, or of its graph text model (<name>_text).")
 @click.option("--intra", default="", help="INTRA_OP_THREAD_COUNT values (comma-separated; default: every split of "
                                          "the cores into threads x instances).")
 @click.option("--inter", default="0", show_default=True,
@@ -591,7 +599,9 @@ def backend_status(repository, binary, backend):
 
 @main.command()
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model", "model", required=True, help="Name of an exported token model in REPOSITORY.")
+@click.option("--model", "model", required=True,
+              help="Name of an exported token model in REPOSITORY, or of its text model (<name>_text: texts are sent "
+                   "as UTF-8 strings).")
 @click.option("--requests", "requests", type=int, default=10_000, show_default=True,
               help="Requests in all, one text each, split evenly over the protocols (sent interleaved).")
 @click.option("--concurrency", type=int, default=64, show_default=True, help="Requests in flight.")

@@ -97,6 +97,18 @@ class RequestBuilder:
                             model_inputs=self.model_inputs)
 
 
+@dataclass(frozen=True)
+class TextRequestBuilder:
+    """Texts -> the one input a text model (``<name>_text``) takes: UTF-8 strings, BYTES ``[len(texts), 1]``. The
+    text model tokenizes them itself (verify, soak and tune send its requests through this)."""
+
+    name: str = "text"  # the served config input
+
+    def __call__(self, texts: list) -> dict[str, np.ndarray]:
+        return {self.name: np.array([t if isinstance(t, bytes) else t.encode("utf-8") for t in texts],
+                                    dtype=np.object_).reshape(-1, 1)}
+
+
 def request_builder(meta, tokenizer, served, concurrent: bool) -> RequestBuilder:
     """The builder for an export's recorded ``meta`` (tei_export.json) served as ``served`` (its inputs as the server
     reports them), for requests sent ``concurrent``ly or one at a time."""

@@ -3,7 +3,8 @@
 Each trial serves a copy of the model whose config.pbtxt is rewritten (INTRA_OP_THREAD_COUNT,
 INTER_OP_THREAD_COUNT, instance count, dynamic_batching max_queue_delay_microseconds) through Triton's own
 ``ModelConfig`` protobuf, checks the answers against sentence-transformers, and measures seq/s and p95 under a
-fixed load (single sentences, one text per request, over gRPC). A fresh server per trial matters: NVIDIA's C++
+fixed load (single sentences, one text per request, over gRPC; a graph text model ``<name>_text`` is sent the
+texts as UTF-8 strings and compared with encode() told its prompt). A fresh server per trial matters: NVIDIA's C++
 LibTorch backend sets the two thread counts once per process (the first model loaded wins), so changing them in a
 running server would measure nothing. (The compatibility backend applies them per instance process instead, so
 ``instances x INTRA_OP_THREAD_COUNT`` threads share the cores there.)
@@ -173,12 +174,15 @@ def rewrite_config(text: str, trial: Trial, name: str | None = None) -> str:
     if trial.inter_op_threads:
         threads.append(("INTER_OP_THREAD_COUNT", str(trial.inter_op_threads)))
     groups = config.instance_group or (InstanceGroup(),)
+    # a graph text model (a TYPE_STRING input) keeps its template's note on what it is
+    template = "graph_text.pbtxt.j2" if any(t.data_type == "TYPE_STRING" for t in config.inputs) else \
+        "config.pbtxt.j2"
     config = replace(
         config, name=name or config.name, parameters=tuple(threads + parameters),
         instance_group=tuple(replace(g, count=trial.instances) for g in groups),
         dynamic_batching=replace(config.dynamic_batching or DynamicBatching(),
                                  max_queue_delay_microseconds=trial.max_queue_delay_us))
-    return config.render(source=source)
+    return config.render(source=source, template=template)
 
 
 def _trial_repository(model_dir: Path, trial: Trial, root: Path) -> Path:
@@ -201,14 +205,21 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
     from .bench.measure import parity_of, percentiles
     from .bench.workloads import build_workloads
     from .checks.parity import tolerance_for
-    from .export.reader import exported_models
-    from .tokens import request_builder
+    from .export.reader import resolve_name
+    from .export.triton_config import read_config
+    from .tokens import TextRequestBuilder, request_builder
     from .triton.server import TritonServer
 
     options.validate()
     say = progress or (lambda _m: None)
-    target = exported_models(Path(options.repository), [options.model])[0]
+    target, text = resolve_name(Path(options.repository), options.model)
     meta = target.metadata
+    model_dir = target.text_dir if text else target.model_dir
+    if text and read_config(model_dir / "config.pbtxt").platform != "pytorch_libtorch":
+        raise TeiExportError(f"{options.model} is a Python text model (--tokenizer python): its speed is the token "
+                             f"model's settings plus the Python tokenizer's, which a sweep of one model's config "
+                             f"cannot set", fix=f"tune the token model ({target.name}), or export the text model "
+                                                f"with --tokenizer graph and tune that", where=str(model_dir))
     if meta.variant == "pt2":
         raise TeiExportError(f"{options.model} is a {meta.format} export, served with max_batch_size 0 and no dynamic "
                              "batching, so there is no queue delay to tune",
@@ -219,7 +230,8 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                             BenchOptions(Path(options.repository), options.model, workloads=("short",),
                                          short_texts=options.texts))["short"]
     say(f"eager sentence-transformers on {len(texts)} sentences")
-    expected = target.reference().encode(texts).astype(np.float64)
+    reference = target.reference()
+    expected = (target.text_rows(reference, texts) if text else reference.encode(texts)).astype(np.float64)
     tolerance = tolerance_for(meta.dtype, meta.device)
     report = TuneReport(options.model, options.objective, options.p95_budget_ms)
     load = BenchOptions(Path(options.repository), options.model, max_calls=options.max_calls,
@@ -230,7 +242,7 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
             result = TrialResult(trial)
             say(f"[{k}/{len(trials)}] {trial.label}: starting a fresh tritonserver")
             try:
-                repo = _trial_repository(target.model_dir, trial, Path(tmp))
+                repo = _trial_repository(model_dir, trial, Path(tmp))
                 with TritonServer(repo, model_control_mode="explicit", load_models=[options.model],
                                   backend=options.backend) as server:
                     from .triton_client import TritonClient
@@ -239,8 +251,10 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                     with TritonClient(server.grpc_url, "grpc") as admin:
                         served = admin.model(options.model)
                     output = served.outputs[0].name
-                    # every trial is measured under load, so requests are padded as concurrent ones are
-                    build = request_builder(meta, tokenizer, served, concurrent=True)
+                    # every trial is measured under load, so token requests are padded as concurrent ones are; a
+                    # text model takes the strings
+                    build = TextRequestBuilder(served.inputs[0].name) if text else \
+                        request_builder(meta, tokenizer, served, concurrent=True)
                     requests = [build([t]) for t in texts]
                     got = send_all(server.grpc_url, "grpc", options.model, requests, output, options.concurrency)
                     parity = parity_of(expected, got, tolerance)
@@ -260,7 +274,7 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
                 f"{'ok' if result.parity_passed else 'FAIL'}"))
     best = report.best
     if options.write and best is not None:
-        config_path = target.model_dir / "config.pbtxt"
+        config_path = model_dir / "config.pbtxt"
         backup = config_path.with_name(f"config.pbtxt.bak-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.copy2(config_path, backup)
         config_path.write_text(rewrite_config(config_path.read_text(), best.trial), encoding="utf-8")

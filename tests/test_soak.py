@@ -20,8 +20,8 @@ from exporter.triton.process import free_port, group_alive
 from exporter.triton.server import TritonServer
 
 REPORT_KEYS = {"passed", "failures", "options", "model", "server", "server_version", "served_by", "backend", "cpu",
-               "cores", "tolerance", "distinct_texts", "seconds", "requested", "sent", "ok", "failed", "seq_per_s",
-               "inferences", "executions", "requests_per_execution", "protocols", "memory"}
+               "cores", "tolerance", "distinct_texts", "kind", "seconds", "requested", "sent", "ok", "failed",
+               "seq_per_s", "inferences", "executions", "requests_per_execution", "protocols", "memory"}
 MEMORY_KEYS = {"sampled", "note", "pgid", "interval_s", "warmup_requests", "limit_pct", "start_mb", "after_warmup_mb",
                "peak_mb", "end_mb", "growth_pct", "passed", "samples", "samples_columns"}
 

@@ -4,7 +4,9 @@ A small C++ program (``cpp/libtorch_check.cpp``) makes the calls Triton's pytorc
 ``c10::InferenceMode``. For TorchScript (``model.pt``): ``torch::jit::load``, ``forward()`` with inputs matched to its
 arguments by the backend's rules, refusing outputs the backend refuses (a dict, a list, a scalar). For an
 AOTInductor package (``model.pt2``, ``platform: "torch_aoti"``): ``torch::inductor::AOTIModelPackageLoader`` and
-``run()`` with the inputs ordered by their ``INPUT__<n>`` ordinal. It is compiled once against the
+``run()`` with the inputs ordered by their ``INPUT__<n>`` ordinal. A graph text model (``<name>_text``, a
+``TYPE_STRING`` input) gets its texts as one ``torch::List<std::string>`` of raw bytes, as NVIDIA's backend passes the
+strings of every merged request (:func:`check_text_libtorch`). It is compiled once against the
 LibTorch that ships inside the installed ``torch`` wheel and cached in tei-export's cache folder
 (:func:`exporter.cache.cache_root`), keyed by a hash of the source, the torch version and the torch library folder.
 """
@@ -173,6 +175,12 @@ def _write_inputs(path: Path, cases: list[dict[str, np.ndarray]], input_order: l
             for name in input_order:
                 if not name or re.search(r"\s", name):
                     raise ValueError(f"input name {name!r} is empty or has whitespace")
+                if isinstance(case[name], list):  # strings: a TYPE_STRING input, one List[str] in forward()
+                    f.write(f"{name} bytes 1 {len(case[name])}\n".encode())
+                    for value in case[name]:
+                        raw = value if isinstance(value, bytes) else value.encode("utf-8")
+                        f.write(f"{len(raw)}\n".encode() + raw)
+                    continue
                 array = np.asarray(case[name])
                 wire = _NUMPY_TO_WIRE.get(array.dtype)
                 if wire is None:
@@ -215,7 +223,7 @@ def _read_outputs(path: Path) -> LibtorchRun:
 
 def run_libtorch_cases(
     model_pt: Path,
-    cases: list[dict[str, np.ndarray]],
+    cases: list[dict[str, np.ndarray | list]],
     input_order: list[str],
     *,
     checker: Path | None = None,
@@ -227,7 +235,8 @@ def run_libtorch_cases(
     ``input_order`` is the order Triton lists the inputs in (the config.pbtxt order). For TorchScript the C++ side
     matches them to forward()'s arguments by name, by ``__<index>`` suffix, or by that order, as the LibTorch
     backend does. For an AOTInductor package (``pt2``; by default when the file ends in ``.pt2``) every input must
-    be named ``INPUT__<n>`` and is the package's n-th input, as on Triton's ``torch_aoti`` platform.
+    be named ``INPUT__<n>`` and is the package's n-th input, as on Triton's ``torch_aoti`` platform. An input given
+    as a list of ``str``/``bytes`` (not an array) reaches forward() as one ``List[str]`` of those bytes.
     Raises LibtorchRunError when LibTorch fails or refuses the outputs.
     """
     model_pt = Path(model_pt)
@@ -279,7 +288,7 @@ class LibtorchCheckReport:
     max_abs_diff: float | None = None  # vs SentenceTransformer.encode on the same texts
     min_cosine: float | None = None
     same_tokens_max_abs_diff: float | None = None  # vs the eager model on the very same token tensors
-    same_tokens_min_cosine: float | None = None
+    same_tokens_min_cosine: float | None = None  # (None for a text model: its tokens are made inside the graph)
     cases: int = 0  # forward() (or, for a pt2 package, run()) calls made in LibTorch
     rows: int = 0  # embeddings compared
     binary: Path | None = None
@@ -290,6 +299,7 @@ class LibtorchCheckReport:
     min_cosine_required: float = DEFAULT_MIN_COSINE
     details: list[str] = field(default_factory=list)
     format: str = "torchscript"  # "torchscript" (model.pt) or "pt2" (an AOTInductor model.pt2 package)
+    kind: str = "tokens"  # "tokens", or "text": a graph text model called with a List[str]
 
     def summary(self) -> str:
         if self.skipped:
@@ -298,6 +308,10 @@ class LibtorchCheckReport:
             return f"{self.model_name}: FAILED: {self.error}"
         verdict = "ok" if self.ok else "FAILED"
         where, call = ("LibTorch (AOTInductor package)", "run()") if self.format == "pt2" else ("LibTorch", "forward()")
+        if self.kind == "text":
+            return (f"{self.model_name} v{self.version}: {verdict} in {where}: {self.cases} {call} calls with a "
+                    f"List[str], {self.rows} rows, max|diff| {self.max_abs_diff:.3g}, min cosine "
+                    f"{self.min_cosine:.7f} against encode()" + (f": {self.error}" if self.error else ""))
         text = (
             f"{self.model_name} v{self.version}: {verdict} in {where}: {self.cases} {call} calls, "
             f"{self.rows} rows, "
@@ -460,12 +474,16 @@ def check_libtorch(
     >= 0.99999 per row; pass ``atol``/``min_cosine`` to override (``atol=None``: report max|diff|, do not bound it).
     Texts are encoded without any prompt: prompts are the client's business, the model sees what it is sent.
 
+    A graph text model (a ``TYPE_STRING`` input) is checked by :func:`check_text_libtorch`.
+
     Returns a report; ``skipped=True`` (and ``ok=False``) when no C++ compiler is available, when the version's
     format is neither TorchScript nor pt2, or when it takes ragged batches (not checked in C++ yet). A repository
     that cannot be read raises TeiExportError; a model LibTorch cannot run or whose outputs Triton would refuse gives
     ``ok=False`` with ``error`` saying why.
     """
     model_dir = Path(model_dir)
+    if _string_inputs(model_dir):
+        return check_text_libtorch(model_dir, texts, cache_dir=cache_dir, atol=atol, min_cosine=min_cosine)
     repo = _load_repository(model_dir)
     bound = tolerance_for(str(repo.metadata.get("dtype") or "float32"), str(repo.metadata.get("device") or "cpu"))
     atol = bound.max_abs if atol is ... else atol
@@ -574,6 +592,119 @@ def check_libtorch(
             allowed = "not bounded" if atol is None else f"allowed {atol:g}"
             problems.append(f"LibTorch differs from eager on {label}: max|diff| {diff:.3g} ({allowed}), "
                             f"min cosine {cos:.7f} (required {min_cosine})")  # fmt: skip
+    report.error = "; ".join(problems) or None
+    report.ok = not problems
+    return report
+
+
+# ------------------------------------------------------------------------------------------------------ text model
+# Beside the corpus texts: what one merged batch may hold that a tokenizer must not throw on.
+TEXT_EDGE_CASES = ("", "   ", "[CLS] literal [SEP] tokens [MASK]", "naïve café 中文字 Ελληνικά", "👍🏽 👩‍👩‍👧‍👦",
+                   b"caf\xe9 \xff\xfe not UTF-8 \xe2\x82", "word " * 300)
+
+
+def _string_inputs(model_dir: Path) -> bool:
+    """Whether the model's config.pbtxt declares a TYPE_STRING input (a text model); False when it cannot be read
+    (the token check then says why)."""
+    from ..export.triton_config import read_config
+
+    try:
+        config = read_config(Path(model_dir) / "config.pbtxt")
+    except TeiExportError:
+        return False
+    from tritonclient.grpc import model_config_pb2
+
+    return any(t.data_type == model_config_pb2.TYPE_STRING for t in config.input)
+
+
+def check_text_libtorch(
+    model_dir: Path,
+    texts: list | None = None,
+    *,
+    cache_dir: Path | None = None,
+    atol: float | None = ...,  # type: ignore[assignment]  # ...: the bound for the export's precision
+    min_cosine: float | None = None,
+) -> LibtorchCheckReport:
+    """Run a graph text model (``<name>_text``, its tokenizer inside ``model.pt``) in LibTorch (C++), calling forward()
+    with one ``List[str]`` of raw bytes as NVIDIA's backend does with the strings of every merged request, and compare
+    each row with ``SentenceTransformer.encode`` told the text model's prompt (:meth:`ExportedModel.text_rows`).
+
+    ``texts`` (``str`` or ``bytes``; default: corpus sentences and :data:`TEXT_EDGE_CASES`, invalid UTF-8 included,
+    which is expected as ``bytes.decode("utf-8", "replace")``) are sent all in one call, a shorter list, each alone,
+    then all again (after the profiling executor has optimised the graph). A Python text model (ensemble or Python
+    backend) is skipped: LibTorch does not run it."""
+    from ..export.reader import resolve_name
+    from ..export.triton_config import read_config
+
+    model_dir = Path(model_dir)
+    target, is_text = resolve_name(model_dir.parent, model_dir.name)
+    config = read_config(model_dir / "config.pbtxt")
+    meta = target.metadata
+    bound = tolerance_for(meta.dtype, meta.device)
+    atol = bound.max_abs if atol is ... else atol
+    min_cosine = bound.min_cosine if min_cosine is None else min_cosine
+    report = LibtorchCheckReport(model_name=config.name or model_dir.name, ok=False, atol=atol,
+                                 min_cosine_required=min_cosine, kind="text")
+    if not is_text or config.platform != "pytorch_libtorch":
+        report.skipped = True
+        report.skip_reason = (f"{model_dir.name} is not a graph text model (platform "
+                              f"{config.platform or config.backend!r}); LibTorch runs the TorchScript text model of "
+                              "--tokenizer graph only")
+        return report
+    from ..export.repository import latest_version_dir
+
+    version_dir = latest_version_dir(model_dir)
+    report.version = int(version_dir.name)
+    try:
+        report.binary = build_checker(cache_dir)
+    except TeiExportError as err:
+        if find_compiler() is None:
+            report.skipped, report.skip_reason = True, str(err)
+            return report
+        raise
+    texts = list(texts) if texts is not None else \
+        default_check_texts(target.tokenizer(), meta.max_seq_len) + list(TEXT_EDGE_CASES)
+    if not texts:
+        raise ValueError("texts is empty")
+    everything = list(range(len(texts)))
+    short = everything[: max(2, len(texts) // 2)]
+    plan = [everything, short] + [[i] for i in everything] + [everything]
+    name = config.input[0].name
+    try:
+        run = run_libtorch_cases(version_dir / (config.default_model_filename or "model.pt"),
+                                 [{name: [texts[i] for i in rows]} for rows in plan], [name],
+                                 checker=report.binary, pt2=False)
+    except LibtorchRunError as err:
+        report.error = str(err)
+        return report
+    report.cases, report.input_matching = len(plan), run.matching
+    decoded = [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in texts]
+    expected = np.asarray(target.text_rows(target.reference(), decoded), dtype=np.float32)
+    problems: list[str] = []
+    if config.output and run.dtypes[0]:
+        from tritonclient.grpc import model_config_pb2
+
+        want_type = model_config_pb2.DataType.Name(config.output[0].data_type)
+        if BY_CONFIG[want_type].c10 != run.dtypes[0][0]:
+            problems.append(f"output '{config.output[0].name}' is {run.dtypes[0][0]} in LibTorch but config.pbtxt "
+                            f"says {want_type}; the backend needs them to match exactly")
+    worst = (0.0, 1.0)
+    for case_no, (rows, outputs) in enumerate(zip(plan, run.outputs)):
+        got = outputs[0] if outputs else np.empty((0,))
+        if len(outputs) != 1 or got.ndim != 2 or got.shape != (len(rows), expected.shape[1]):
+            problems.append(f"case {case_no}: forward() returned {len(outputs)} tensor(s), the first of shape "
+                            f"{tuple(got.shape)}; expected one ({len(rows)}, {expected.shape[1]})")
+            continue
+        diff, cos = _compare(got, expected[rows])
+        worst = (max(worst[0], diff), min(worst[1], cos))
+        report.rows += len(rows)
+        report.details.append(f"case {case_no}: {len(rows)} texts in one List[str]: max|diff| {diff:.3g}, "
+                              f"min cos {cos:.8f}")
+    report.max_abs_diff, report.min_cosine = worst
+    if (atol is not None and worst[0] > atol) or worst[1] < min_cosine:
+        allowed = "not bounded" if atol is None else f"allowed {atol:g}"
+        problems.append(f"LibTorch differs from encode(): max|diff| {worst[0]:.3g} ({allowed}), min cosine "
+                        f"{worst[1]:.7f} (required {min_cosine})")
     report.error = "; ".join(problems) or None
     report.ok = not problems
     return report

@@ -1,10 +1,12 @@
 """`tei-export soak`: a bounded load soak with every answer checked and the server's memory watched.
 
-``requests`` requests (one real text each: the verify corpus, shuffled and cycled) go to one token model at
-``concurrency`` in flight, interleaved over the chosen protocols (request k goes to protocol k mod n, so HTTP and
-gRPC share the run and the dynamic batcher sees both at once). Texts are tokenized client-side with the model's own
-tokenizer, padded to length buckets at concurrency > 1 as verify does. Every answer is compared with
-``SentenceTransformer.encode`` of its text (computed once per distinct text) within the export's tolerance. The loop
+``requests`` requests (one real text each: the verify corpus, shuffled and cycled) go to one token model, or to the
+text model beside one (``<name>_text``), at ``concurrency`` in flight, interleaved over the chosen protocols (request k
+goes to protocol k mod n, so HTTP and gRPC share the run and the dynamic batcher sees both at once). For a token model
+texts are tokenized client-side with the model's own tokenizer, padded to length buckets at concurrency > 1 as verify
+does; a text model gets each text as a UTF-8 string (BYTES ``[1, 1]``) and tokenizes it itself. Every answer is
+compared with ``SentenceTransformer.encode`` of its text (with the prompt the text model applies; computed once per
+distinct text) within the export's tolerance. The loop
 is bounded by the request count and by ``max_seconds``; errors, timeouts and parity failures are counted apart.
 
 Meanwhile a thread samples the resident memory (VmRSS) of every process in the server's process group (tritonserver
@@ -104,6 +106,7 @@ class SoakReport:
     cores: int
     tolerance: str
     distinct_texts: int
+    kind: str = "tokens"  # what a request carries: "tokens" (a token model) or "text" (UTF-8 strings, <name>_text)
     seconds: float = 0.0
     protocols: list[ProtocolResult] = field(default_factory=list)
     inferences: int = 0  # server statistics over the load (one text per request: = requests executed)
@@ -162,7 +165,7 @@ class SoakReport:
         return plain({
             "passed": self.passed, "failures": self.failures(), "options": self.options, "model": self.model,
             "server": self.server, "server_version": self.server_version, "served_by": self.served_by,
-            "backend": self.backend,
+            "backend": self.backend, "kind": self.kind,
             "cpu": self.cpu, "cores": self.cores, "tolerance": self.tolerance, "distinct_texts": self.distinct_texts,
             "seconds": self.seconds, "requested": self.requested, "sent": self.sent, "ok": self.ok,
             "failed": self.failed, "seq_per_s": self.seq_per_s, "inferences": self.inferences,
@@ -182,9 +185,10 @@ class SoakReport:
 
     def table(self) -> str:
         o = self.options
+        sent_as = ", sent as UTF-8 strings: the text model tokenizes them" if self.kind == "text" else ""
         lines = [f"soak of {self.model}: {self.sent} of {self.requested} requests at concurrency {o['concurrency']}, "
                  f"interleaved over {'/'.join(o['protocols'])}, {self.distinct_texts} distinct texts (the verify "
-                 f"corpus, cycled), {self.seconds:.1f} s"]
+                 f"corpus, cycled{sent_as}), {self.seconds:.1f} s"]
         head = ("protocol", "sent", "ok", "failed", "errors", "timeouts", "parity", "seq/s", "p50 ms", "p95 ms",
                 "p99 ms", "max|diff|", "min cos")
         rows = [head] + [(p.protocol, str(p.sent), str(p.ok), str(p.failed), str(p.errors), str(p.timeouts),
@@ -326,6 +330,19 @@ class _Load:
 # ---------------------------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------------------------
+def models_to_load(target, name: str, text: bool) -> list[str]:
+    """What a server started for ``name`` alone loads: the model; for a Python text model (an ensemble, or a BLS
+    model sending to a ragged one) also the token model and the tokenizer model it calls. A graph text model
+    (``pytorch_libtorch``) needs nothing beside it."""
+    from ..export.text_models import tokenizer_name
+    from ..export.triton_config import read_config
+
+    if not text or read_config(target.text_dir / "config.pbtxt").platform == "pytorch_libtorch":
+        return [name]
+    tokenizer = tokenizer_name(target.name)
+    return [name, target.name] + ([tokenizer] if (target.model_dir.parent / tokenizer).is_dir() else [])
+
+
 def run_soak(options: SoakOptions, server=None, progress: Progress | None = None) -> SoakReport:
     """Soak ``options.model``: on ``server`` (a running :class:`~exporter.triton.server.TritonServer`), else on
     ``options.url``, else on a server started here (127.0.0.1, the model alone) and stopped by its process group."""
@@ -333,21 +350,22 @@ def run_soak(options: SoakOptions, server=None, progress: Progress | None = None
     from ..bench.machine import cpu_info
     from ..bench.measure import percentiles
     from ..bench.workloads import build_workloads
-    from ..export.reader import exported_models
-    from ..tokens import request_builder
+    from ..export.reader import resolve_name
+    from ..tokens import TextRequestBuilder, request_builder
     from ..triton.backends import served_by
     from ..triton.server import TritonServer
 
     options.validate()
     repo = Path(options.repository)
-    target = exported_models(repo, [options.model])[0]
+    target, text = resolve_name(repo, options.model)
     meta = target.metadata
     own = None
     if server is None and options.url is None:
         if progress:
             progress(f"starting tritonserver on {repo} (model {options.model} only)")
         own = server = TritonServer(repo, binary=options.binary, backend=options.backend,
-                                    model_control_mode="explicit", load_models=[options.model]).start()
+                                    model_control_mode="explicit",
+                                    load_models=models_to_load(target, options.model, text)).start()
     try:
         if server is not None:
             urls = {"http": server.http_url, "grpc": server.grpc_url}
@@ -377,16 +395,19 @@ def run_soak(options: SoakOptions, server=None, progress: Progress | None = None
             corpus = build_workloads(tokenizer, meta.max_seq_len, BenchOptions(
                 repo, options.model, workloads=("mixed",), mixed_texts=options.corpus_size))["mixed"]
             texts = list(dict.fromkeys(corpus))  # expected rows once per distinct text
-            build = request_builder(meta, tokenizer, served, options.concurrency > 1)
+            build = TextRequestBuilder(served.inputs[0].name) if text else \
+                request_builder(meta, tokenizer, served, options.concurrency > 1)
             requests = [build([t]) for t in texts]
             if progress:
                 progress(f"eager sentence-transformers on {len(texts)} distinct texts")
-            expected = target.reference().encode(texts).astype(np.float64)
+            reference = target.reference()
+            expected = (target.text_rows(reference, texts) if text else reference.encode(texts)).astype(np.float64)
             tolerance = tolerance_for(meta.dtype, meta.device)
             report = SoakReport(options={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
                                 model=options.model, server=described, server_version=version, served_by=who,
                                 backend=backend, cpu=cpu_info()[0], cores=os.cpu_count() or 0,
-                                tolerance=tolerance.describe(), distinct_texts=len(texts), memory=memory)
+                                tolerance=tolerance.describe(), distinct_texts=len(texts), memory=memory,
+                                kind="text" if text else "tokens")
             load = _Load(options, urls, options.model, served.outputs[0].name, requests, expected, texts, tolerance,
                          progress)
             memory.warmup_requests = load.warmup

@@ -18,8 +18,8 @@ import numpy as np
 from ..errors import VerificationError, first_line
 from ..export.metadata import ExportMetadata
 from ..export.precision import served_tolerance
-from ..export.reader import ExportedModel, exported_models
-from ..tokens import request_builder
+from ..export.reader import ExportedModel, exported_models, resolve_name
+from ..tokens import TextRequestBuilder, request_builder
 from ..triton.backends import NVIDIA_LABEL, served_by
 from ..triton.hazards import interop_hazards
 from ..triton.server_log import error_summary, lost_stub_message, unhealthy_stub
@@ -240,13 +240,11 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
                                f"{name} on the Python backend (one request per text to {model.name}), then "
                                f"{model.name} on the {token_side}")
             output = served.outputs[0].name
+            build = TextRequestBuilder(served.inputs[0].name)
             before = admin.statistics(counted)
             for run in runs:
                 batch = min(run.batch, request_rows(served))
-
-                requests = [{"text": np.array([texts[i].encode("utf-8") for i in chunk],
-                                              dtype=np.object_).reshape(-1, 1)}
-                            for chunk in _split(list(range(len(texts))), batch)]
+                requests = [build([texts[i] for i in chunk]) for chunk in _split(list(range(len(texts))), batch)]
                 started = time.monotonic()
                 got = np.concatenate(send_requests(lambda: TritonClient(url, protocol, timeout_s), name, requests,
                                                    output, run.concurrency), axis=0)
@@ -295,15 +293,24 @@ def _text_ready(url: str, protocol: str, name: str) -> bool:
         return False
 
 
-def _libtorch_reports(targets: list[ExportedModel], progress: Progress | None) -> list[dict]:
+def _libtorch_reports(targets: list[ExportedModel], wanted: dict[str, set[str]],
+                      progress: Progress | None) -> list[dict]:
+    """The C++ check of every token model, and of every graph text model whose text check was wanted (forward()
+    called with a List[str])."""
+    from ..export.triton_config import read_config
     from .libtorch_check import check_libtorch
 
     reports = []
     for m in targets:
-        if progress:
-            progress(f"libtorch C++ check of {m.name}")
-        report = check_libtorch(m.model_dir, min_cosine=served_tolerance(m.metadata).min_cosine)
-        reports.append({"model": m.name, **asdict(report)})
+        folders = [m.model_dir]
+        if "text" in wanted[m.name] and (m.text_dir / "config.pbtxt").is_file() and \
+                read_config(m.text_dir / "config.pbtxt").platform == "pytorch_libtorch":
+            folders.append(m.text_dir)
+        for folder in folders:
+            if progress:
+                progress(f"libtorch C++ check of {folder.name}")
+            report = check_libtorch(folder, min_cosine=served_tolerance(m.metadata).min_cosine)
+            reports.append({"model": folder.name, **asdict(report)})
     return reports
 
 
@@ -316,19 +323,10 @@ def checks_wanted(repo: Path, names: list[str] | None) -> tuple[list[ExportedMod
     everything = exported_models(repo)
     if not names:
         return everything, {m.name: {"token", "text"} for m in everything}
-    exported = {m.name for m in everything}
     wanted: dict[str, set[str]] = {}
     for name in names:
-        base = name[:-len(TEXT_SUFFIX)] if name.endswith(TEXT_SUFFIX) else None
-        if name in exported:
-            wanted.setdefault(name, set()).add("token")
-        elif base in exported and (repo / name / "config.pbtxt").is_file():
-            wanted.setdefault(base, set()).add("text")
-        else:
-            choices = sorted(exported | {f"{m}{TEXT_SUFFIX}" for m in exported
-                                         if (repo / f"{m}{TEXT_SUFFIX}" / "config.pbtxt").is_file()})
-            raise VerificationError(f"no exported model named {name} in the repository (--model takes a model as the "
-                                    "report names it)", fix=f"choose from {', '.join(choices)}", where=str(repo))
+        model, text = resolve_name(repo, name, everything)
+        wanted.setdefault(model.name, set()).add("text" if text else "token")
     return [m for m in everything if m.name in wanted], wanted
 
 
@@ -370,7 +368,9 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
             items = build_corpus(corpus_size, tokenizer=tokenizer, max_seq_len=model.metadata.max_seq_len)
             if progress:
                 progress(f"{model.name}: eager sentence-transformers on {len(items)} texts")
-            expected = model.reference().encode([i.text for i in items]).astype(np.float64)
+            reference = model.reference()
+            expected = reference.encode([i.text for i in items]).astype(np.float64)
+            text_expected = None  # encode() with the text model's own prompt, once the text model is checked
             for protocol in protocols:
                 if progress:
                     progress(f"{model.name}: requests over {protocol}")
@@ -382,9 +382,11 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
                                                      or names and f"{model.name}{TEXT_SUFFIX}" in names):
                     if progress:
                         progress(f"{model.name}_text: text requests over {protocol}")
-                    report.checks.append(verify_text_model(urls[protocol], protocol, model, items, expected, runs,
-                                                           nvidia_label=nvidia_label))
+                    if text_expected is None:
+                        text_expected = model.text_rows(reference, [i.text for i in items]).astype(np.float64)
+                    report.checks.append(verify_text_model(urls[protocol], protocol, model, items, text_expected,
+                                                           runs, nvidia_label=nvidia_label))
                     _watch(server, report.checks[-1])
         if libtorch:
-            report.libtorch = _libtorch_reports(targets, progress)
+            report.libtorch = _libtorch_reports(targets, wanted, progress)
     return report

@@ -30,6 +30,9 @@ class ExportMetadata:
     device: str
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
+    # The prompt the text model(s) beside this export put before every text (trace --prompt-name NAME, else the
+    # model's default_prompt_name); None: no text model, or no prompt. A query and a document model are two exports.
+    text_prompt_name: str | None = None
     tokenizer_dir: str = TOKENIZER_DIR  # relative to the version folder
     versions: dict[str, str] = field(default_factory=dict)  # torch, transformers, sentence-transformers, tei-export
     parity: dict = field(default_factory=dict)

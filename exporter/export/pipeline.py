@@ -65,6 +65,8 @@ class ExportOptions:
     with_tokenizer: bool = False
     buckets: tuple[int, ...] = ()
     tokenizer: str | None = None  # "graph" (one TorchScript text model) or "python"; None: graph where supported
+    # the prompt of config_sentence_transformers.json baked into the text model(s); None: the model's default prompt
+    prompt_name: str | None = None
 
     @property
     def instance_kind(self) -> str:
@@ -111,6 +113,10 @@ class ExportOptions:
             raise UnsupportedModelError(f"unknown batching '{self.batching}'",
                                         fix=f"use one of {', '.join(BATCHING_MODES)}",
                                         where="--batching")
+        if self.prompt_name is not None and not self.with_tokenizer:
+            raise UnsupportedModelError("--prompt-name bakes a prompt into the text model, and there is none without "
+                                        "--with-tokenizer (a token model is sent tokens that already hold any prompt)",
+                                        fix="add --with-tokenizer, or drop --prompt-name", where="--prompt-name")
         if not self.ragged and self.ragged_token_budget is not None:
             raise UnsupportedModelError("--ragged-token-budget sizes the chunks of a ragged model",
                                         fix="add --batching ragged, or drop --ragged-token-budget",
@@ -213,9 +219,11 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     variant.validate(options, spec.architecture)
     name = options.name or default_model_name(source)
     target = plan_version(Path(options.out), name, options.version, options.force)
+    text_prompt_name = None
     if options.with_tokenizer:
-        from .text_models import plan_text_models
+        from .text_models import plan_text_models, resolve_prompt_name
 
+        text_prompt_name = resolve_prompt_name(options.prompt_name, spec.prompts, spec.default_prompt_name)
         plan_text_models(Path(options.out), name, options.version, options.force, ragged=options.ragged,
                          mode=options.tokenizer, source=spec.path)
     config = variant.config(name, spec, options)
@@ -247,7 +255,8 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
         quality = quality_gate(options, spec, reference, ctx.wrapper, variant.traced_inputs(spec), int8_plan,
                                progress)
         config_text = quality_header(config_text, quality)
-        metadata = _metadata(source, spec, options, variant, config, report, quality)
+        metadata = replace(_metadata(source, spec, options, variant, config, report, quality),
+                           text_prompt_name=text_prompt_name)
         _say(progress, f"writing {target.version_dir}")
         model_file = _write_version(target, options.force, config_text, metadata, reference.tokenizer, variant,
                                     saved)

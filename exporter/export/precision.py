@@ -140,7 +140,9 @@ class OwnModule:
     def preprocess(self, texts):
         return self.reference.preprocess(texts)
 
-    def encode(self, texts, batch_size: int = 32, prompt: str = ""):
+    def encode(self, texts, batch_size: int = 32, prompt: str = "", prompt_name: str | None = None):
+        if prompt_name is not None:
+            prompt = self.reference.model.prompts[prompt_name]
         return self.embed(self.reference.preprocess([prompt + t for t in texts])).cpu().numpy()
 
 

@@ -68,6 +68,20 @@ class ExportedModel:
 
         return load_reference(self.spec(), device=device)
 
+    @property
+    def text_dir(self) -> Path:
+        """The folder of its text model, ``<name>_text`` (which may not exist)."""
+        from .text_models import text_name
+
+        return self.model_dir.parent / text_name(self.name)
+
+    def text_rows(self, reference, texts: list[str]):
+        """What its text model must answer for ``texts``: ``reference.encode`` told the prompt that the text model
+        puts before every text (``prompt_name=NAME`` where the text model records the name)."""
+        from .text_models import served_prompt
+
+        return reference.encode(texts, **served_prompt(self.model_dir.parent, self.name).encode_kwargs())
+
 
 def spec_from_metadata(meta: dict):
     """The spec an export was made from, read from its tei_export.json: the source folder while it exists, else the
@@ -99,6 +113,26 @@ def read_exported(model_dir: Path) -> ExportedModel:
         raise RepositoryError(f"no {METADATA_FILE} next to the model", where=str(vdir),
                               fix="export the model with tei-export trace, which writes it")
     return ExportedModel(model_dir.name, model_dir, vdir, ExportMetadata.read(vdir))
+
+
+def resolve_name(repo: Path, name: str, everything: list[ExportedModel] | None = None) -> tuple[ExportedModel, bool]:
+    """The export that ``name`` names, and whether it names that export's text model (``<export>_text``) rather
+    than the token model; an error listing the names there are when it is neither. ``everything``: the repository's
+    exports, when already read."""
+    from .text_models import text_name
+
+    everything = everything if everything is not None else exported_models(repo)
+    for model in everything:
+        if model.name == name:
+            return model, False
+    for model in everything:
+        if text_name(model.name) == name and (model.text_dir / "config.pbtxt").is_file():
+            return model, True
+    choices = sorted({m.name for m in everything} | {m.text_dir.name for m in everything
+                                                      if (m.text_dir / "config.pbtxt").is_file()})
+    raise VerificationError(f"no exported model named {name} in the repository (a token model, or the text model "
+                            "<name>_text written beside one)", fix=f"choose from {', '.join(choices)}",
+                            where=str(repo))
 
 
 def exported_models(repo: Path, names: list[str] | None = None) -> list[ExportedModel]:

@@ -37,11 +37,13 @@ class Reference:
     def preprocess(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.model.preprocess(texts)
 
-    def encode(self, texts: list[str], batch_size: int = 32, prompt: str = "") -> np.ndarray:
-        """``SentenceTransformer.encode`` with ``prompt`` (none by default: prompts are the client's, or baked into a
-        text model)."""
-        return self.model.encode(list(texts), batch_size=batch_size, prompt=prompt, convert_to_numpy=True,
-                                 normalize_embeddings=self._renormalize, truncate_dim=self.spec.dims)
+    def encode(self, texts: list[str], batch_size: int = 32, prompt: str = "",
+               prompt_name: str | None = None) -> np.ndarray:
+        """``SentenceTransformer.encode`` with ``prompt``, or the model's prompt named ``prompt_name`` (none by
+        default, not even the model's default prompt: prompts are the client's, or baked into a text model)."""
+        chosen = {"prompt_name": prompt_name} if prompt_name is not None else {"prompt": prompt}
+        return self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                                 normalize_embeddings=self._renormalize, truncate_dim=self.spec.dims, **chosen)
 
     def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Sentence embeddings on already tokenized ``features`` (the same tensors the export sees)."""
@@ -77,7 +79,8 @@ def load_reference(spec: ModelSpec, device: str = "cpu") -> Reference:
     for module in spec.chain.before_truncation():  # sentence-transformers truncates in encode(): see encode()
         modules.append(module.load(spec.root, width))
         width = getattr(module, "out_features", width)
-    model = SentenceTransformer(modules=modules, device=device)
+    # the model's prompts, so encode(prompt_name=...) finds them; no default prompt (encode() applies none unasked)
+    model = SentenceTransformer(modules=modules, device=device, prompts=dict(spec.prompts) or None)
     model.eval()
     return Reference(model, spec)
 

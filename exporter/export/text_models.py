@@ -7,6 +7,12 @@ writes ``<name>_text`` as a ``pytorch_libtorch`` model: a ``TYPE_STRING`` input 
 the texts encoded as a ragged export encodes them. No Python model, no ensemble, no ``tokenizers`` in the server.
 Invalid UTF-8 is read as ``bytes.decode("utf-8", "replace")`` reads it (the Python tokenizer model refuses it).
 
+Prompts: every text model puts one prompt of ``config_sentence_transformers.json`` before each text, the one
+``trace --prompt-name NAME`` names, else the model's ``default_prompt_name`` (none when it has neither). The graph
+model bakes the prompt's text into ``model.pt``; the Python models name it in their config's ``PROMPT_NAME``
+parameter. A query model and a document model are two exports (``--name``). ``tei_export.json`` records the name
+(``text_prompt_name``), and :func:`served_prompt` reads what a written text model applies, for verify and soak.
+
 The tokenizer model runs ``text_backend/tokenizer_model.py`` on the model's own ``tokenizer.json``; the ensemble
 chains it to the token model, so a client sends UTF-8 strings and gets the embedding back.
 
@@ -47,6 +53,60 @@ class EnsembleStep:
 @dataclass(frozen=True)
 class EnsembleConfig(TritonModelConfig):
     steps: tuple[EnsembleStep, ...] = ()
+
+
+@dataclass(frozen=True)
+class TextPrompt:
+    """The prompt a text model puts before every text: its name in the model's prompts (None when unknown, as in
+    a graph text model written before names were recorded) and its text ("" for none)."""
+
+    name: str | None = None
+    text: str = ""
+
+    def encode_kwargs(self) -> dict:
+        """How ``SentenceTransformer.encode`` is told the same prompt: by name where known, else by its text."""
+        return {"prompt_name": self.name} if self.name else {"prompt": self.text}
+
+
+def resolve_prompt_name(requested: str | None, prompts: dict[str, str], default: str | None) -> str | None:
+    """The prompt name the text models get: ``requested`` (``--prompt-name``), checked against the model's prompts,
+    else the model's default prompt name."""
+    if requested is None:
+        return default
+    if requested not in prompts:
+        have = (f"its prompts are {', '.join(sorted(prompts))}" if prompts else
+                "it has none (no 'prompts' in config_sentence_transformers.json)")
+        raise UnsupportedModelError(f"the model has no prompt named '{requested}': {have}",
+                                    fix=f"use one of {', '.join(sorted(prompts))}" if prompts else
+                                    "drop --prompt-name, or add the prompt to config_sentence_transformers.json",
+                                    where="--prompt-name")
+    return requested
+
+
+def served_prompt(repo: Path, name: str) -> TextPrompt:
+    """The prompt that ``<name>_text`` (beside token model ``name``) applies, read from what was written: the
+    graph model's ``text_graph.json``, or the Python model's ``PROMPT_NAME`` parameter (added by ``--prompt-name``
+    or by hand) and its settings' default."""
+    from .repository import latest_version_dir
+    from .triton_config import read_config
+
+    repo = Path(repo)
+    for model in (text_name(name), tokenizer_name(name)):
+        try:
+            version_dir = latest_version_dir(repo / model)
+        except Exception:  # no such model, or no version folder
+            continue
+        if (version_dir / GRAPH_FILE).is_file():
+            graph = json.loads((version_dir / GRAPH_FILE).read_text(encoding="utf-8"))
+            return TextPrompt(graph.get("prompt_name"), graph.get("prompt") or "")
+        if (version_dir / SETTINGS_FILE).is_file():
+            data = json.loads((version_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
+            parameters = read_config(repo / model / "config.pbtxt").parameters
+            chosen = (parameters["PROMPT_NAME"].string_value if "PROMPT_NAME" in parameters
+                      else data.get("default_prompt_name")) or None
+            return TextPrompt(chosen, (data.get("prompts") or {}).get(chosen, "") if chosen else "")
+    raise UnsupportedModelError(f"no text model beside {name}", where=str(repo / text_name(name)),
+                                fix="export with trace --with-tokenizer")
 
 
 def tokenizer_name(name: str) -> str:
@@ -171,9 +231,10 @@ def write_text_models(repo: Path, token_config: TritonModelConfig, meta: ExportM
                                     where="--with-tokenizer")
     source = source_label(meta.source)
     if meta.variant == "ragged":
-        return [_write_python_model(Path(repo), ragged_text_config(token_config, kind), "ragged_text.pbtxt.j2",
+        return [_write_python_model(Path(repo), ragged_text_config(token_config, kind, meta.text_prompt_name),
+                                    "ragged_text.pbtxt.j2",
                                     settings(meta, tokenizer, (), token_config), tokenizer, version, force, source)]
-    tok_cfg, ens_cfg = tokenizer_config(token_config, kind), ensemble_config(token_config)
+    tok_cfg, ens_cfg = tokenizer_config(token_config, kind, meta.text_prompt_name), ensemble_config(token_config)
     ens_text = ens_cfg.render(source=source, template="ensemble.pbtxt.j2")
     ens_target = plan_version(Path(repo), ens_cfg.name, version, force)
     data = settings(meta, tokenizer, bucket_sizes(buckets, meta.max_seq_len))

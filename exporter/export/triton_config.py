@@ -193,7 +193,8 @@ class TritonModelConfig:
 
         def tensor(t) -> TensorConfig:
             return TensorConfig(t.name, pb.DataType.Name(t.data_type), tuple(t.dims),
-                                allow_ragged_batch=getattr(t, "allow_ragged_batch", False))
+                                allow_ragged_batch=getattr(t, "allow_ragged_batch", False),
+                                reshape=tuple(t.reshape.shape) if t.HasField("reshape") else None)
 
         warmup = tuple(Warmup(w.name, w.batch_size, tuple(
             TensorConfig(key, pb.DataType.Name(v.data_type), tuple(v.dims)) for key, v in w.inputs.items()))

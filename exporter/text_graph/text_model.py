@@ -21,7 +21,7 @@ class TextEmbedding(torch.nn.Module):
         super().__init__()
         self.tokenizer = tokenizer
         self.ragged = ragged
-        self.prompt = prompt  # the default prompt of config_sentence_transformers.json, "" when none
+        self.prompt = prompt  # the prompt of config_sentence_transformers.json it was built with, "" when none
         self.device = device
 
     def forward(self, text: List[str]) -> Tensor:
@@ -105,12 +105,16 @@ def build_checked_text_model(tokenizer, exported, reference, spec, meta, token_b
     ragged = ragged_encoder(exported, spec.input_names, torch.int32 if meta.input_dtype == "int32" else torch.int64,
                             pad_id, spec.max_positions or meta.max_seq_len, token_budget, meta.hidden_size,
                             torch.float16 if meta.dtype == "float16" else torch.float32, device)
-    prompt = meta.prompts.get(meta.default_prompt_name, "") if meta.default_prompt_name else ""
+    # --prompt-name, else the default prompt (meta.text_prompt_name holds whichever), checked against encode()
+    # told the same prompt by name
+    prompt_name = meta.text_prompt_name
+    prompt = meta.prompts[prompt_name] if prompt_name else ""
     module = build_text_model(build(tables), ragged, prompt, device)
 
     texts = _probe_texts(tokenizer, meta.max_seq_len)
     report = ParityReport(tolerance_for(meta.dtype, device))
-    expected = torch.from_numpy(reference.encode(texts, prompt=prompt)).float()
+    expected = torch.from_numpy(reference.encode(texts, prompt_name=prompt_name) if prompt_name else
+                                reference.encode(texts)).float()
     with torch.inference_mode():
         report.add("text model vs encode()", expected, module(texts).float().cpu())
         rows = module([b"\xff\xfe invalid", "valid"]).shape[0]
@@ -118,7 +122,8 @@ def build_checked_text_model(tokenizer, exported, reference, spec, meta, token_b
         raise ParityError(f"the graph text model differs from sentence-transformers; nothing was written\n"
                           f"{report.table()}", report, fix=FIX)
     provenance = {"tokenizer": family_of(backend), "tokenizers_version": tokenizers.__version__,
-                  "max_seq_len": meta.max_seq_len, "prompt": prompt, "token_budget": token_budget,
+                  "max_seq_len": meta.max_seq_len, "prompt_name": prompt_name, "prompt": prompt,
+                  "token_budget": token_budget,
                   "tables": {"vocab": len(tables.vocab),
                              "added_tokens": tables.added},
                   "exactness_sample": exact.to_dict(), "parity": report.to_dict()}

@@ -14,7 +14,10 @@
 // Input file (all integers in decimal ASCII, data raw little-endian, rows in C order):
 //   "teicheck-in 1 <n_cases>\n"
 //   per case:   "case <n_tensors>\n"
-//   per tensor: "<name> <dtype> <ndim> <d0> ... <dn-1>\n" then the raw bytes; dtype is int64, int32 or float32.
+//   per tensor: "<name> <dtype> <ndim> <d0> ... <dn-1>\n" then the raw bytes; dtype is int64, int32 or float32;
+//               or dtype bytes (ndim 1, d0 strings), each string as "<byte length>\n" then its raw bytes: a
+//               TYPE_STRING input, passed to forward() as one torch::List<std::string>, as NVIDIA's backend does
+//               (r24.10 src/libtorch.cc SetStringInputTensor); the bytes are not decoded (invalid UTF-8 stays).
 // Tensors appear in the order Triton would list them (the config.pbtxt input order).
 //
 // Output file:
@@ -49,7 +52,7 @@ struct Failure : std::runtime_error {
 
 struct NamedTensor {
   std::string name;
-  torch::Tensor tensor;
+  c10::IValue value;  // a Tensor, or for a bytes input a List[str]
 };
 
 bool host_is_little_endian() {
@@ -77,6 +80,22 @@ NamedTensor read_tensor(std::istream& in) {
     if (!(header >> d) || d < 0) throw Failure(2, "bad dims in tensor header: '" + header.str() + "'");
     count *= d;
   }
+  if (dtype == "bytes") {
+    if (ndim != 1) throw Failure(2, "bytes input '" + name + "' must be 1-D (a list of strings), as Triton passes it");
+    torch::List<std::string> strings;
+    strings.reserve(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) {
+      std::istringstream length_line(read_line(in, "a string length"));
+      int64_t length = -1;
+      if (!(length_line >> length) || length < 0) throw Failure(2, "bad string length in '" + name + "'");
+      std::string value(static_cast<size_t>(length), '\0');
+      if (length > 0 && !in.read(&value[0], static_cast<std::streamsize>(length))) {
+        throw Failure(2, "input file ended inside string " + std::to_string(i) + " of '" + name + "'");
+      }
+      strings.push_back(value);
+    }
+    return {name, c10::IValue(strings)};
+  }
   torch::ScalarType type;
   if (dtype == "int64") {
     type = torch::kInt64;
@@ -85,7 +104,7 @@ NamedTensor read_tensor(std::istream& in) {
   } else if (dtype == "float32") {
     type = torch::kFloat32;
   } else {
-    throw Failure(2, "input '" + name + "' has dtype '" + dtype + "'; expected int64, int32 or float32");
+    throw Failure(2, "input '" + name + "' has dtype '" + dtype + "'; expected int64, int32, float32 or bytes");
   }
   torch::Tensor t = torch::empty(dims, torch::TensorOptions().dtype(type));
   const auto bytes = static_cast<std::streamsize>(count * static_cast<int64_t>(t.element_size()));
@@ -218,7 +237,7 @@ class TorchScriptModel : public Model {
                              arg_names_[position[i]] + "')");
       }
       taken[position[i]] = true;
-      args[position[i]] = inputs[i].tensor;
+      args[position[i]] = inputs[i].value;
     }
 
     c10::IValue result;
@@ -294,8 +313,11 @@ class Pt2Model : public Model {
                              std::to_string(inputs.size()) + " inputs; the ordinals must be 0.." +
                              std::to_string(inputs.size() - 1) + ", each once");
       }
+      if (!input.value.isTensor()) {
+        throw Failure(4, "input '" + input.name + "' is a list of strings; an AOTInductor package takes tensors only");
+      }
       taken[static_cast<size_t>(n)] = true;
-      args[static_cast<size_t>(n)] = input.tensor;
+      args[static_cast<size_t>(n)] = input.value.toTensor();
     }
     how = "index";
     try {
