@@ -287,6 +287,16 @@ def _watch(server, check: ModelCheck) -> None:
     explain_failure(check, server)
 
 
+def _text_expected(model: ExportedModel, reference, items: list[CorpusItem], expected: np.ndarray) -> np.ndarray:
+    """What the text model must answer: a text model prepends the export's default prompt (a --task instruction),
+    as SentenceTransformer.encode does with a default_prompt_name; token requests carry no prompt."""
+    meta = model.metadata
+    prompt = meta.prompts.get(meta.default_prompt_name, "") if meta.default_prompt_name else ""
+    if not prompt:
+        return expected
+    return reference.encode([i.text for i in items], prompt=prompt).astype(np.float64)
+
+
 def _text_ready(url: str, protocol: str, name: str) -> bool:
     try:
         with TritonClient(url, protocol) as c:
@@ -370,7 +380,10 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
             items = build_corpus(corpus_size, tokenizer=tokenizer, max_seq_len=model.metadata.max_seq_len)
             if progress:
                 progress(f"{model.name}: eager sentence-transformers on {len(items)} texts")
-            expected = model.reference().encode([i.text for i in items]).astype(np.float64)
+            reference = model.reference()
+            expected = reference.encode([i.text for i in items]).astype(np.float64)
+            text_expected = _text_expected(model, reference, items, expected) if "text" in wanted[model.name] \
+                else expected
             for protocol in protocols:
                 if progress:
                     progress(f"{model.name}: requests over {protocol}")
@@ -382,7 +395,8 @@ def verify_repository(repo: Path, url: str | None = None, protocols: tuple[str, 
                                                      or names and f"{model.name}{TEXT_SUFFIX}" in names):
                     if progress:
                         progress(f"{model.name}_text: text requests over {protocol}")
-                    report.checks.append(verify_text_model(urls[protocol], protocol, model, items, expected, runs,
+                    report.checks.append(verify_text_model(urls[protocol], protocol, model, items,
+                                                           text_expected, runs,
                                                            nvidia_label=nvidia_label))
                     _watch(server, report.checks[-1])
         if libtorch:

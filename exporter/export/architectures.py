@@ -40,6 +40,9 @@ class Architecture:
     pt2_why_not: str = ""
     # model_type spellings of remote-code checkpoints whose weights this native class loads (Alibaba GTE: "new")
     aliases: tuple[str, ...] = ()
+    # remote-code classes (the class name of config.json's auto_map AutoModel) whose checkpoints this native class
+    # loads whatever model_type they say (jina-embeddings-v3 says "xlm-roberta" and names XLMRobertaLoRA)
+    remote_classes: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()  # hub ids, for the README and error messages
     tokenizer_kind: str = "wordpiece"  # the tokenizer family its checkpoints ship: wordpiece, bpe, unigram, sp-bpe
     # A tiny configuration for the tests: AutoConfig.for_model(model_type, **tiny) (vocabulary and padding id are
@@ -96,7 +99,7 @@ register(Architecture("gte", IDS_MASK_TYPES, aliases=("new",),
 register(Architecture("nomic_bert", IDS_MASK_TYPES, examples=("nomic-ai/nomic-embed-text-v1.5",), tiny=_BERT_TINY))
 register(Architecture("eurobert", IDS_MASK, tokenizer_kind="bpe", examples=("EuroBERT/EuroBERT-210m",),
                       tiny={**_DECODER_TINY}))
-register(Architecture("jina_embeddings_v3", IDS_MASK, tokenizer_kind="unigram",
+register(Architecture("jina_embeddings_v3", IDS_MASK, tokenizer_kind="unigram", remote_classes=("XLMRobertaLoRA",),
                       examples=("jinaai/jina-embeddings-v3",), tiny={**_BERT_TINY, "type_vocab_size": 1}))
 register(Architecture("deberta-v2", IDS_MASK_TYPES, attention="eager", tokenizer_kind="unigram",
                       examples=("MoritzLaurer/deberta-v3-base-zeroshot-v2.0",), tiny={**_BERT_TINY,
@@ -121,6 +124,18 @@ def architecture_for(model_type: str, where: str | None = None) -> Architecture:
             fix=f"use a model whose config.json model_type is one of: {', '.join(supported_model_types())}",
             where=where,
         ) from None
+
+
+def architecture_of(config: dict, where: str | None = None) -> Architecture:
+    """The family of a checkpoint's config.json: by the remote-code class its auto_map names, when a native class
+    loads that class's checkpoints, else by its model_type."""
+    remote = (config.get("auto_map") or {}).get("AutoModel") or ""
+    remote = str(remote[0] if isinstance(remote, (list, tuple)) and remote else remote).rsplit(".", 1)[-1]
+    if remote:
+        found = next((a for a in registered() if remote in a.remote_classes), None)
+        if found is not None:
+            return found
+    return architecture_for(str(config.get("model_type", "")), where)
 
 
 def config_value(config: dict, keys: tuple[str, ...], default: int = 0) -> int:
