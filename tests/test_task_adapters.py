@@ -112,10 +112,11 @@ def jina(tmp_path_factory):
     shutil.copytree(plain, remote)
     (remote / "model.safetensors").unlink()
     save_file(_remote_checkpoint(native, adapters), str(remote / "model.safetensors"))
+    config.pop("rope_parameters", None)  # the remote code's config gives rotary_emb_base instead
     remote_config = {**config, "model_type": "xlm-roberta", "architectures": ["XLMRobertaLoRA"], "auto_map": _AUTO_MAP,
                      "lora_adaptations": TASKS, "task_instructions": INSTRUCTIONS, "lora_rank": RANK,
                      "lora_alpha": ALPHA, "lora_dropout_p": 0.0, "load_trained_adapters": True,
-                     "position_embedding_type": "rotary"}
+                     "position_embedding_type": "rotary", "rotary_emb_base": 20000.0}
     (remote / "config.json").write_text(json.dumps(remote_config, indent=2))
     modules = json.loads((remote / "modules.json").read_text())
     modules[0]["type"] = "custom_st.Transformer"  # as the real checkpoint's modules.json names its module
@@ -247,3 +248,15 @@ def test_cli_passes_the_task(jina, tmp_path):
     assert missing.exit_code != 0 and "retrieval.passage" in missing.output, missing.output
     wrong = CliRunner().invoke(main, ["trace", remote, "--out", str(tmp_path), "--task", "query"])
     assert wrong.exit_code != 0 and "--task query is not one of its tasks" in wrong.output, wrong.output
+
+
+def test_remote_rotary_base_reaches_the_native_class(jina, tmp_path):
+    """The remote config's rotary_emb_base, not the native class's default theta, is what the export computes with."""
+    from transformers import AutoConfig
+
+    folder = tmp_path / "base5000"
+    shutil.copytree(jina[0], folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "rotary_emb_base": 5000.0}))
+    spec = read_spec(str(folder), SpecOverrides(task="separation"))
+    assert AutoConfig.from_pretrained(str(spec.native_path)).rope_parameters["rope_theta"] == 5000.0

@@ -29,6 +29,10 @@ def native_folder(model_dir: Path, config: dict, model_type: str, task: str | No
     adapter merged into the weights when the checkpoint has task adapters (adapters.py)."""
     patched = {k: v for k, v in config.items() if k not in ("auto_map", "architectures")}
     patched["model_type"] = model_type
+    if "rotary_emb_base" in config and not config.get("rope_parameters"):
+        # the remote code's rotary base; the native classes read rope_parameters and would otherwise take their
+        # family's published default (jina-embeddings-v3: 20,000; nomic: 1,000) whatever a checkpoint says
+        patched["rope_parameters"] = {"rope_type": "default", "rope_theta": float(config["rotary_emb_base"])}
     stamp = _weights_stamp(model_dir) if task else ""
     key = hashlib.sha256(f"{model_dir.resolve()}\0{json.dumps(patched, sort_keys=True)}\0{task}\0{stamp}"
                          .encode()).hexdigest()[:16]
