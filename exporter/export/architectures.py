@@ -93,6 +93,15 @@ register(Architecture("gemma3_text", IDS_MASK, tokenizer_kind="sp-bpe", examples
                       attention_masks="bidirectional_window",
                       tiny={**_DECODER_TINY, "use_bidirectional_attention": True, "sliding_window": 8,
                             "layer_types": ["sliding_attention", "full_attention"]}))
+# EmbeddingGemma 2: a bidirectional Gemma whose model ends in its own projection to embedding_dim (the width the
+# pooling sees). Its config is per-layer: full-attention layers take their head size and key/value heads from the
+# builder-only arguments global_head_dim and num_global_key_value_heads (defaults 512 and 1), not from head_dim and
+# num_key_value_heads, so a tiny configuration names them too.
+register(Architecture("embedding_gemma2_text", IDS_MASK, tokenizer_kind="sp-bpe", examples=("google/embeddinggemma-2",),
+                      hidden_keys=("embedding_dim", "hidden_size"),
+                      tiny={**_DECODER_TINY, "global_head_dim": 16, "num_global_key_value_heads": 1,
+                            "hidden_size_per_layer_input": 16, "embedding_dim": 24, "sliding_window": 8,
+                            "layer_types": ["sliding_attention", "full_attention"]}))
 register(Architecture("gte", IDS_MASK_TYPES, aliases=("new",),
                       examples=("Alibaba-NLP/gte-base-en-v1.5", "Alibaba-NLP/gte-multilingual-base",
                                 "Snowflake/snowflake-arctic-embed-m-v2.0"), tiny=_BERT_TINY))
