@@ -154,7 +154,8 @@ def _exported_rows(result, texts: list[str]) -> np.ndarray:
 def query_export(jina, tmp_path_factory):
     remote = jina[0]
     return export_model(str(remote), ExportOptions(out=tmp_path_factory.mktemp("repo_tasks"), name="jina_query",
-                                                   task="retrieval.query", max_batch_size=4))
+                                                   task="retrieval.query", max_batch_size=4, with_tokenizer=True,
+                                                   tokenizer="python"))
 
 
 def test_task_adapter_merged_matches_an_independent_merge(jina, query_export, tmp_path):
@@ -227,12 +228,14 @@ def test_unmerged_adapter_keys_are_refused_by_the_native_class(jina, tmp_path):
 
 def test_served_on_nvidias_backend(nvidia_backend, query_export):
     """The merged export served by NVIDIA's libtriton_pytorch.so, verified over HTTP and gRPC against
-    sentence-transformers on the merged weights."""
+    sentence-transformers on the merged weights: token requests as sent, text requests with the task's instruction
+    prepended by the text model, as encode(prompt=...) prepends it."""
     from exporter.checks.verify import verify_repository
 
     repo = query_export.target.version_dir.parent.parent
     report = verify_repository(repo, corpus_size=12, server_options={"backend": "nvidia"})
     assert report.passed, report.table()
+    assert {c.kind for c in report.checks} == {"tokens", "text"}
     for check in report.checks:
         assert "libtriton_pytorch.so" in check.served_by
         assert check.max_abs_diff <= 1e-5 and check.min_cosine >= 0.99999
