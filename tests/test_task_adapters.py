@@ -194,11 +194,17 @@ def test_another_task_merges_its_own_adapter(jina, tmp_path):
     assert np.abs(got - expected).max() <= 1e-5
 
 
-def test_adapters_need_a_task_and_the_error_lists_them(jina):
+def test_adapters_need_a_task_and_the_error_lists_them(jina, tmp_path):
+    from exporter.export.reference import load_reference
+
     remote = jina[0]
-    with pytest.raises(UnsupportedModelError) as err:
-        read_spec(str(remote))
-    assert all(t in str(err.value) for t in TASKS) and "--task" in str(err.value)
+    # its files read without a task (what check-tokenizer reads), its weights only with one
+    spec = read_spec(str(remote))
+    assert spec.tasks == tuple(TASKS) and spec.task is None
+    for load in (lambda: export_model(str(remote), ExportOptions(out=tmp_path)), lambda: load_reference(spec)):
+        with pytest.raises(UnsupportedModelError) as err:
+            load()
+        assert all(t in str(err.value) for t in TASKS) and "no --task given" in str(err.value)
     with pytest.raises(UnsupportedModelError) as err:
         read_spec(str(remote), SpecOverrides(task="retrieval"))
     assert "--task retrieval is not one of its tasks" in str(err.value) and all(t in str(err.value) for t in TASKS)

@@ -45,12 +45,22 @@ def choose_task(config: dict, task: str | None, where: str, trust_remote_code: b
             "a checkpoint with task adapters is exported with transformers' native class and the chosen adapter "
             "merged into its weights, not with its own code", fix="leave out --trust-remote-code and pass --task",
             where=where)
-    if task is None or task not in tasks:
-        said = "no --task given" if task is None else f"--task {task} is not one of its tasks"
-        raise UnsupportedModelError(
-            f"the model has one LoRA adapter per task and one must be chosen at export ({said}); its tasks: "
-            f"{', '.join(tasks)}", fix=f"pass --task with one of: {', '.join(tasks)}", where=where)
+    if task is not None and task not in tasks:
+        raise task_error(tasks, f"--task {task} is not one of its tasks", where)
     return task
+
+
+def require_task(tasks: tuple[str, ...], task: str | None, where: str) -> None:
+    """Refuse to load a checkpoint with task adapters when no task was chosen (what only loading the weights needs:
+    reading its tokenizer does not)."""
+    if tasks and task is None:
+        raise task_error(tasks, "no --task given", where)
+
+
+def task_error(tasks: tuple[str, ...], said: str, where: str) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"the model has one LoRA adapter per task and one must be chosen at export ({said}); its tasks: "
+        f"{', '.join(tasks)}", fix=f"pass --task with one of: {', '.join(tasks)}", where=where)
 
 
 def task_prompt(config: dict, st_prompts: dict, task: str) -> str | None:

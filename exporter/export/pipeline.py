@@ -212,6 +212,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     spec = read_spec(source, SpecOverrides(options.pooling, options.normalize, options.max_seq_len, options.dims,
                                            options.task),
                      revision=options.revision, trust_remote_code=options.trust_remote_code)
+    spec.require_task()
     variant.validate(options, spec.architecture)
     name = options.name or default_model_name(source)
     target = plan_version(Path(options.out), name, options.version, options.force)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelSourceError, UnsupportedModelError, first_line
+from .adapters import choose_task, require_task, task_adapters, task_prompt
 from .architectures import Architecture, architecture_of, config_value
 from .modules import ModuleChain, read_chain, read_json, read_modules, transformer_dir
-from .adapters import choose_task, task_prompt
 from .pooling import POOLING_MODES, canonical_pooling
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -46,10 +46,15 @@ class ModelSpec:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     trust_remote_code: bool = False
-    # A checkpoint that names remote code (auto_map) loaded with the native class of its architecture instead:
-    # the folder holding its config.json rewritten for that class (see native.py).
-    native_path: Path | None = None
+    # A checkpoint that names remote code (auto_map), or carries task adapters, loaded with the native class of its
+    # architecture instead (see native.py and native_path).
+    native: bool = False
     task: str | None = None  # the task adapter merged into the weights (adapters.py)
+    tasks: tuple[str, ...] = ()  # the tasks the checkpoint has adapters for, in adapter order
+
+    def require_task(self) -> None:
+        """A checkpoint with task adapters loads only with one chosen (its tokenizer and files read without)."""
+        require_task(self.tasks, self.task, str(self.path / "config.json"))
 
     @property
     def model_type(self) -> str:
@@ -71,6 +76,17 @@ class ModelSpec:
     def embedding_width(self) -> int:
         """What one embedding row holds: the hidden size, a Dense module's output, or the Matryoshka dims."""
         return self.chain.width
+
+    @property
+    def native_path(self) -> Path | None:
+        """The cached folder that loads the checkpoint with its native class (its config.json rewritten for it, the
+        task adapter merged): made on first use, when the weights load, so reading a spec stays cheap."""
+        if not self.native:
+            return None
+        from .native import native_folder
+
+        self.require_task()
+        return native_folder(self.path, read_json(self.path / "config.json"), self.model_type, self.task)
 
     @property
     def load_path(self) -> Path:
@@ -183,14 +199,10 @@ def read_spec(
     config = read_json(config_path)
     arch = architecture_of(config, where=str(config_path))
     task = choose_task(config, overrides.task, str(config_path), trust_remote_code)
-    native_path = None
-    if ("auto_map" in config or task) and not trust_remote_code:
-        # The family has a native class in transformers: load the checkpoint with it (native.py checks that every
-        # weight maps when the reference loads) instead of running the checkpoint's own code, with the chosen task
-        # adapter merged into the weights.
-        from .native import native_folder
-
-        native_path = native_folder(model_dir, config, arch.model_type, task)
+    # The family has a native class in transformers: load the checkpoint with it (native.py checks that every
+    # weight maps when the reference loads) instead of running the checkpoint's own code, with the chosen task
+    # adapter merged into the weights.
+    native = bool("auto_map" in config or task_adapters(config)) and not trust_remote_code
 
     hidden = config_value(config, arch.hidden_keys)
     positions = config_value(config, arch.positions_keys, 512) - arch.position_offset
@@ -244,6 +256,7 @@ def read_spec(
         prompts=prompts,
         default_prompt_name=default_prompt_name,
         trust_remote_code=trust_remote_code,
-        native_path=native_path,
+        native=native,
         task=task,
+        tasks=task_adapters(config),
     )
