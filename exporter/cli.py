@@ -124,6 +124,9 @@ def main(verbose: bool) -> None:
                                        "the model normalises (default: the model's own truncate_dim, else all).")
 @click.option("--revision", help="Hub revision (branch, tag or commit).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code shipped with the model.")
+@click.option("--task", help="A model with one LoRA adapter per task (jina-embeddings-v3): the task whose adapter is "
+                             "merged into the exported weights, e.g. retrieval.query; its instruction becomes the "
+                             "text model's prompt. Required for such a model, refused for others.")
 @click.option("--int32", is_flag=True, help="Declare token inputs TYPE_INT32 instead of TYPE_INT64.")
 @click.option("--token-embeddings", is_flag=True, help="Also output per-token embeddings (a second output).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
@@ -186,7 +189,8 @@ def main(verbose: bool) -> None:
                                              "(default; capped at max_seq_len).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @_friendly_errors
-def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dims, revision, trust_remote_code, int32,
+def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dims, revision, trust_remote_code, task,
+          int32,
           token_embeddings, dtype, precision, min_cosine, min_overlap, calibration, smooth, fp32_layers, device, fmt,
           batching, ragged_token_budget, max_batch_size, instances, kind,
           max_queue_delay_us, preferred, intra_op_threads, inter_op_threads, disable_optimized_execution, no_warmup,
@@ -200,8 +204,8 @@ def trace(model, out, name, version, force, pooling, normalize, max_seq_len, dim
 
     options = ExportOptions(
         out=out, name=name, version=version, force=force, pooling=pooling, normalize=normalize,
-        max_seq_len=max_seq_len, dims=dims, revision=revision, trust_remote_code=trust_remote_code, int32=int32,
-        token_embeddings=token_embeddings, dtype=dtype, precision=precision,
+        max_seq_len=max_seq_len, dims=dims, revision=revision, trust_remote_code=trust_remote_code, task=task,
+        int32=int32, token_embeddings=token_embeddings, dtype=dtype, precision=precision,
         precision_options=PrecisionOptions(min_cosine, min_overlap, calibration, smooth or None, tuple(fp32_layers)),
         device=device, format=fmt, batching=batching,
         ragged_token_budget=ragged_token_budget, max_batch_size=max_batch_size,

@@ -17,8 +17,8 @@ from exporter.export.pipeline import ExportOptions, export_model
 
 FAMILIES = [a.model_type for a in registered()]
 # Families this file exports; the rest (the 2019-2021 encoders) are exported by tests/test_trace.py as well.
-NEW_FAMILIES = ("modernbert", "qwen3", "gemma3_text", "gte", "nomic_bert", "eurobert", "jina_embeddings_v3",
-                "deberta-v2")
+NEW_FAMILIES = ("modernbert", "qwen3", "gemma3_text", "embedding_gemma2_text", "gte", "nomic_bert", "eurobert",
+                "jina_embeddings_v3", "deberta-v2")
 
 
 def test_every_registered_family_has_a_tiny_config_and_a_test():
@@ -45,6 +45,7 @@ OPTIONS = {
     "nomic_bert": ({"max_seq_len": 64}, {"pooling": "cls", "normalize": True}),
     "deberta-v2": ({"pooling": "cls"}, {"max_seq_len": 48}),
     "eurobert": ({"pooling": "max"}, {"dims": 8}),
+    "embedding_gemma2_text": ({"max_seq_len": 64}, {}),
 }
 
 
@@ -86,6 +87,8 @@ def test_families_keep_their_modules(family_repo):
     assert [m["kind"] for m in truncated.metadata.modules] == ["Pooling", "Dense", "Dense", "Normalize", "Truncate",
                                                                "Normalize"]
     assert truncated.config.outputs[0].dims == (16,)
+    # EmbeddingGemma 2 projects to embedding_dim inside the model: that, not hidden_size, is the embedding width
+    assert results["embedding_gemma2_text_ragged"].config.outputs[0].dims == (24,)
     qwen = results["qwen3_ragged"]
     assert qwen.spec.pooling == "lasttoken" and qwen.spec.architecture.causal
     assert qwen.metadata.prompts == RECIPES["qwen3"].prompts

@@ -40,6 +40,9 @@ class Architecture:
     pt2_why_not: str = ""
     # model_type spellings of remote-code checkpoints whose weights this native class loads (Alibaba GTE: "new")
     aliases: tuple[str, ...] = ()
+    # remote-code classes (the class name of config.json's auto_map AutoModel) whose checkpoints this native class
+    # loads whatever model_type they say (jina-embeddings-v3 says "xlm-roberta" and names XLMRobertaLoRA)
+    remote_classes: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()  # hub ids, for the README and error messages
     tokenizer_kind: str = "wordpiece"  # the tokenizer family its checkpoints ship: wordpiece, bpe, unigram, sp-bpe
     # A tiny configuration for the tests: AutoConfig.for_model(model_type, **tiny) (vocabulary and padding id are
@@ -90,13 +93,22 @@ register(Architecture("gemma3_text", IDS_MASK, tokenizer_kind="sp-bpe", examples
                       attention_masks="bidirectional_window",
                       tiny={**_DECODER_TINY, "use_bidirectional_attention": True, "sliding_window": 8,
                             "layer_types": ["sliding_attention", "full_attention"]}))
+# EmbeddingGemma 2: a bidirectional Gemma whose model ends in its own projection to embedding_dim (the width the
+# pooling sees). Its config is per-layer: full-attention layers take their head size and key/value heads from the
+# builder-only arguments global_head_dim and num_global_key_value_heads (defaults 512 and 1), not from head_dim and
+# num_key_value_heads, so a tiny configuration names them too.
+register(Architecture("embedding_gemma2_text", IDS_MASK, tokenizer_kind="sp-bpe", examples=("google/embeddinggemma-2",),
+                      hidden_keys=("embedding_dim", "hidden_size"),
+                      tiny={**_DECODER_TINY, "global_head_dim": 16, "num_global_key_value_heads": 1,
+                            "hidden_size_per_layer_input": 16, "embedding_dim": 24, "sliding_window": 8,
+                            "layer_types": ["sliding_attention", "full_attention"]}))
 register(Architecture("gte", IDS_MASK_TYPES, aliases=("new",),
                       examples=("Alibaba-NLP/gte-base-en-v1.5", "Alibaba-NLP/gte-multilingual-base",
                                 "Snowflake/snowflake-arctic-embed-m-v2.0"), tiny=_BERT_TINY))
 register(Architecture("nomic_bert", IDS_MASK_TYPES, examples=("nomic-ai/nomic-embed-text-v1.5",), tiny=_BERT_TINY))
 register(Architecture("eurobert", IDS_MASK, tokenizer_kind="bpe", examples=("EuroBERT/EuroBERT-210m",),
                       tiny={**_DECODER_TINY}))
-register(Architecture("jina_embeddings_v3", IDS_MASK, tokenizer_kind="unigram",
+register(Architecture("jina_embeddings_v3", IDS_MASK, tokenizer_kind="unigram", remote_classes=("XLMRobertaLoRA",),
                       examples=("jinaai/jina-embeddings-v3",), tiny={**_BERT_TINY, "type_vocab_size": 1}))
 register(Architecture("deberta-v2", IDS_MASK_TYPES, attention="eager", tokenizer_kind="unigram",
                       examples=("MoritzLaurer/deberta-v3-base-zeroshot-v2.0",), tiny={**_BERT_TINY,
@@ -121,6 +133,18 @@ def architecture_for(model_type: str, where: str | None = None) -> Architecture:
             fix=f"use a model whose config.json model_type is one of: {', '.join(supported_model_types())}",
             where=where,
         ) from None
+
+
+def architecture_of(config: dict, where: str | None = None) -> Architecture:
+    """The family of a checkpoint's config.json: by the remote-code class its auto_map names, when a native class
+    loads that class's checkpoints, else by its model_type."""
+    remote = (config.get("auto_map") or {}).get("AutoModel") or ""
+    remote = str(remote[0] if isinstance(remote, (list, tuple)) and remote else remote).rsplit(".", 1)[-1]
+    if remote:
+        found = next((a for a in registered() if remote in a.remote_classes), None)
+        if found is not None:
+            return found
+    return architecture_for(str(config.get("model_type", "")), where)
 
 
 def config_value(config: dict, keys: tuple[str, ...], default: int = 0) -> int:

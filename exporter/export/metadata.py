@@ -50,6 +50,7 @@ class ExportMetadata:
     modules: list = field(default_factory=list)
     dims: int | None = None
     trust_remote_code: bool = False
+    task: str | None = None  # the task adapter merged into the weights (export/adapters.py)
 
     def __post_init__(self):
         if not self.variant:

@@ -41,6 +41,7 @@ class ExportOptions:
     dims: int | None = None  # Matryoshka: the first N values of each embedding, normalised again
     revision: str | None = None
     trust_remote_code: bool = False
+    task: str | None = None  # the task adapter merged into the weights (export/adapters.py)
     int32: bool = False
     token_embeddings: bool = False
     dtype: str = "float32"
@@ -214,8 +215,10 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
             warnings.append(warning)
             _say(progress, f"warning: {warning}")
     _say(progress, f"reading {source}")
-    spec = read_spec(source, SpecOverrides(options.pooling, options.normalize, options.max_seq_len, options.dims),
+    spec = read_spec(source, SpecOverrides(options.pooling, options.normalize, options.max_seq_len, options.dims,
+                                           options.task),
                      revision=options.revision, trust_remote_code=options.trust_remote_code)
+    spec.require_task()
     variant.validate(options, spec.architecture)
     name = options.name or default_model_name(source)
     target = plan_version(Path(options.out), name, options.version, options.force)
@@ -304,7 +307,7 @@ def _metadata(source: str, spec: ModelSpec, options: ExportOptions, variant: Var
         batching=options.batching, offsets_input=OFFSETS_INPUT if options.ragged else None,
         token_budget=options.token_budget if options.ragged else None,
         variant=variant.name, client=variant.client, modules=spec.chain.to_list(), dims=spec.dims,
-        trust_remote_code=spec.trust_remote_code,
+        trust_remote_code=spec.trust_remote_code, task=spec.task,
     )
 
 

@@ -95,7 +95,7 @@ def spec_from_metadata(meta: dict):
     path = meta.get("source_path")
     source = path if path and Path(path).is_dir() else meta["source"]
     spec = read_spec(source, SpecOverrides(meta.get("pooling"), meta.get("normalize"), meta.get("max_seq_len"),
-                                           meta.get("dims")),
+                                           meta.get("dims"), meta.get("task")),
                      revision=meta.get("revision"), trust_remote_code=bool(meta.get("trust_remote_code")))
     if not meta.get("modules"):
         return spec

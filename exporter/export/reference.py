@@ -70,7 +70,7 @@ def load_reference(spec: ModelSpec, device: str = "cpu") -> Reference:
     model_kwargs = {"trust_remote_code": spec.trust_remote_code, "dtype": torch.float32}
     if spec.architecture.attention:
         model_kwargs["attn_implementation"] = spec.architecture.attention
-    if spec.native_path is not None:
+    if spec.native:
         _check_native(spec, model_kwargs)
     transformer = Transformer(str(spec.load_path), max_seq_length=spec.max_seq_len, model_kwargs=model_kwargs,
                               config_kwargs={"trust_remote_code": spec.trust_remote_code})

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelSourceError, UnsupportedModelError, first_line
-from .architectures import Architecture, architecture_for, config_value
+from .adapters import choose_task, require_task, task_adapters, task_prompt
+from .architectures import Architecture, architecture_of, config_value
 from .modules import ModuleChain, read_chain, read_json, read_modules, transformer_dir
 from .pooling import POOLING_MODES, canonical_pooling
 
@@ -26,6 +27,7 @@ class SpecOverrides:
     normalize: bool | None = None
     max_seq_len: int | None = None
     dims: int | None = None  # Matryoshka: the first N values, normalised again when the model normalises
+    task: str | None = None  # the task adapter merged into the weights (adapters.py), for checkpoints that have them
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,15 @@ class ModelSpec:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     trust_remote_code: bool = False
-    # A checkpoint that names remote code (auto_map) loaded with the native class of its architecture instead:
-    # the folder holding its config.json rewritten for that class (see native.py).
-    native_path: Path | None = None
+    # A checkpoint that names remote code (auto_map), or carries task adapters, loaded with the native class of its
+    # architecture instead (see native.py and native_path).
+    native: bool = False
+    task: str | None = None  # the task adapter merged into the weights (adapters.py)
+    tasks: tuple[str, ...] = ()  # the tasks the checkpoint has adapters for, in adapter order
+
+    def require_task(self) -> None:
+        """A checkpoint with task adapters loads only with one chosen (its tokenizer and files read without)."""
+        require_task(self.tasks, self.task, str(self.path / "config.json"))
 
     @property
     def model_type(self) -> str:
@@ -68,6 +76,17 @@ class ModelSpec:
     def embedding_width(self) -> int:
         """What one embedding row holds: the hidden size, a Dense module's output, or the Matryoshka dims."""
         return self.chain.width
+
+    @property
+    def native_path(self) -> Path | None:
+        """The cached folder that loads the checkpoint with its native class (its config.json rewritten for it, the
+        task adapter merged): made on first use, when the weights load, so reading a spec stays cheap."""
+        if not self.native:
+            return None
+        from .native import native_folder
+
+        self.require_task()
+        return native_folder(self.path, read_json(self.path / "config.json"), self.model_type, self.task)
 
     @property
     def load_path(self) -> Path:
@@ -178,15 +197,12 @@ def read_spec(
             where=str(model_dir),
         )
     config = read_json(config_path)
-    model_type = str(config.get("model_type", ""))
-    arch = architecture_for(model_type, where=str(config_path))
-    native_path = None
-    if "auto_map" in config and not trust_remote_code:
-        # The family has a native class in transformers: load the checkpoint with it (native.py checks that every
-        # weight maps when the reference loads) instead of running the checkpoint's own code.
-        from .native import native_folder
-
-        native_path = native_folder(model_dir, config, arch.model_type)
+    arch = architecture_of(config, where=str(config_path))
+    task = choose_task(config, overrides.task, str(config_path), trust_remote_code)
+    # The family has a native class in transformers: load the checkpoint with it (native.py checks that every
+    # weight maps when the reference loads) instead of running the checkpoint's own code, with the chosen task
+    # adapter merged into the weights.
+    native = bool("auto_map" in config or task_adapters(config)) and not trust_remote_code
 
     hidden = config_value(config, arch.hidden_keys)
     positions = config_value(config, arch.positions_keys, 512) - arch.position_offset
@@ -215,6 +231,16 @@ def read_spec(
     else:
         max_seq_len = min(_max_seq_len_from_files(folder, model_dir) or positions, positions)
 
+    prompts = dict(st_meta.get("prompts") or {})
+    default_prompt_name = st_meta.get("default_prompt_name")
+    if task is not None:
+        # The task's instruction is the prompt a text model built from this export prepends, as the model's own
+        # encode(task=...) does.
+        instruction = task_prompt(config, prompts, task)
+        if instruction is not None:
+            prompts[task] = instruction
+            default_prompt_name = task
+
     return ModelSpec(
         source=source,
         path=model_dir,
@@ -227,8 +253,10 @@ def read_spec(
         chain=chain,
         max_seq_len=max_seq_len,
         has_st_metadata=bool(modules),
-        prompts=dict(st_meta.get("prompts") or {}),
-        default_prompt_name=st_meta.get("default_prompt_name"),
+        prompts=prompts,
+        default_prompt_name=default_prompt_name,
         trust_remote_code=trust_remote_code,
-        native_path=native_path,
+        native=native,
+        task=task,
+        tasks=task_adapters(config),
     )
