@@ -10,10 +10,9 @@ here, the single characters checked against the library's own normalizer) and wh
 Grapheme boundaries are the library's (unicode-segmentation): each code point's class is read from the library by
 normalizing probe texts with tiny charsmaps built here, in which a key's value is "" so that a grapheme that held
 the key vanishes whole. The rules between classes are UAX #29's (CR LF; controls; Hangul; extend, ZWJ and spacing
-marks; prepend; emoji ZWJ sequences). Regional-indicator pairs and Indic conjuncts (GB12/13, GB9c) are not
-reproduced: their characters are 3-4 bytes, so such a grapheme is never under 6 bytes and is normalized character
-by character either way (the one case left, an Indic conjunct whose second consonant is itself a key followed by a
-2-byte mark, is counted by the check command's corpus like any other).
+marks; prepend; Indic conjuncts; emoji ZWJ sequences). Regional-indicator pairs (GB12/13) are not reproduced: an
+indicator is 4 bytes, so a grapheme holding two is never under 6 bytes and is normalized character by character
+however it is cut.
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ CONTROL = 2  # nothing joins before or after it (Control, CR, LF)
 PREPEND = 4  # what follows joins it
 PICTOGRAPHIC = 8  # Extended_Pictographic (emoji ZWJ sequences)
 HANGUL_L, HANGUL_V, HANGUL_T, HANGUL_LV, HANGUL_LVT = 16, 32, 64, 128, 256
+CONSONANT, LINKER, INCB_EXTEND = 512, 1024, 2048  # Indic conjuncts (GB9c): consonant [extend linker]* linker × consonant
 ZWJ = 0x200D
 _MARK = "\u0483"  # a 2-byte combining mark whose lead byte (0xD2) no probe key starts with
 _SURROGATES = range(0xD800, 0xE000)
@@ -133,7 +133,32 @@ def grapheme_classes() -> dict[int, int]:
         if bits & JOINS:
             classes[cp] = bits & ~PICTOGRAPHIC
     _hangul(classes)
+    _conjuncts(classes)
     return classes
+
+
+def _conjuncts(classes: dict[int, int]) -> None:
+    """Indic conjunct classes around KA (U+0915) and VIRAMA (U+094D), every 3-byte lead byte a key: a grapheme that
+    goes on past KA+VIRAMA (6 bytes or more) keeps the final mark, a cut leaves [x mark] (under 6 bytes) to vanish
+    whole. Consonants and linkers are 3-byte characters; a consonant never joins by GB9 and is no control
+    (those are left out)."""
+    ka, virama = "\u0915", "\u094d"
+    leads = {bytes([b]): "" for b in range(0xE0, 0xF0)}
+    joins = [chr(c) for c, bits in classes.items() if bits & JOINS]
+    three = [c for c in _code_points(0x800, 0x10000) if not classes.get(ord(c), 0) & (JOINS | CONTROL)]
+    # ka virama c: c is a consonant when it stays in the conjunct.
+    for c, hit in zip(three, _hits(leads, [ka + virama + c + _MARK for c in three], [_MARK] * len(three))):
+        if hit:
+            classes[ord(c)] = classes.get(ord(c), 0) | CONSONANT
+    # ka l ka: l is a linker when the second ka joins.
+    for c, hit in zip(joins, _hits(leads, [ka + c + ka + _MARK for c in joins], [_MARK] * len(joins))):
+        if hit and len(c.encode()) == 3:
+            classes[ord(c)] |= LINKER
+    # ka virama x ka: x is an InCB extend (or linker) when the second ka still joins.
+    expected = [("" if len(c.encode()) == 3 else c) + _MARK for c in joins]
+    for c, hit in zip(joins, _hits(leads, [ka + virama + c + ka + _MARK for c in joins], expected)):
+        if hit:
+            classes[ord(c)] |= INCB_EXTEND
 
 
 def _hangul(classes: dict[int, int]) -> None:

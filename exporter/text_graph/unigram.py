@@ -6,8 +6,8 @@ starts with, else each character its own key's value), runs of spaces collapse t
 the replacement character, prepends one and splits before each, and each piece is segmented by Viterbi over the
 vocabulary's scores exactly as the library's optimized search does (first path kept on equal scores, an unknown
 character scored ``min_score - 10``, neighbouring unknown pieces fused, then byte fallback). Grapheme classes are the
-bit literals of ``charsmap`` (JOINS 1, CONTROL 2, PREPEND 4, PICTOGRAPHIC 8, Hangul L 16 V 32 T 64 LV 128 LVT 256):
-scripted code cannot read module globals.
+bit literals of ``charsmap`` (JOINS 1, CONTROL 2, PREPEND 4, PICTOGRAPHIC 8, Hangul L 16 V 32 T 64 LV 128 LVT 256,
+CONSONANT 512, LINKER 1024, INCB_EXTEND 2048): scripted code cannot read module globals.
 """
 # No ``from __future__ import annotations``: TorchScript reads the class annotations below as types.
 from typing import Dict, List
@@ -57,7 +57,7 @@ class UnigramTokenizer(ScriptedTokenizer):
             return 3
         return 4
 
-    def _joins(self, p: int, d: int, pc: int, dc: int, state: int) -> bool:
+    def _joins(self, p: int, d: int, pc: int, dc: int, state: int, conjunct: int) -> bool:
         """Whether ``d`` (class ``dc``) continues the grapheme that ends in ``p`` (UAX #29 in the library's order)."""
         if p == 13 and d == 10:
             return True
@@ -71,6 +71,8 @@ class UnigramTokenizer(ScriptedTokenizer):
             return True
         if (dc & 1) != 0 or (pc & 4) != 0:
             return True
+        if conjunct == 2 and (dc & 512) != 0:
+            return True
         return p == 0x200D and (dc & 8) != 0 and state == 2
 
     def _normalize(self, chars: List[str], cps: List[int]) -> str:
@@ -81,12 +83,19 @@ class UnigramTokenizer(ScriptedTokenizer):
         while i < n:
             pc = self.classes.get(cps[i], 0)
             state = 1 if (pc & 8) != 0 else 0  # GB11: 1 after a pictograph and extends, 2 after its ZWJ
+            conjunct = 1 if (pc & 512) != 0 else 0  # GB9c: 1 after a consonant and extends, 2 once a linker came
             size = len(chars[i])
             j = i + 1
             while j < n:
                 dc = self.classes.get(cps[j], 0)
-                if not self._joins(cps[j - 1], cps[j], pc, dc, state):
+                if not self._joins(cps[j - 1], cps[j], pc, dc, state, conjunct):
                     break
+                if (dc & 512) != 0:
+                    conjunct = 1
+                elif conjunct > 0 and (dc & 1024) != 0:
+                    conjunct = 2
+                elif (dc & 2048) == 0:
+                    conjunct = 0
                 if (dc & 8) != 0:
                     state = 1
                 elif state == 1 and cps[j] == 0x200D:
