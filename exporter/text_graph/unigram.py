@@ -23,8 +23,9 @@ class UnigramTokenizer(ScriptedTokenizer):
     multi: Dict[str, str]
     classes: Dict[int, int]
     split_whitespace: Dict[int, bool]
-    vocab: Dict[str, int]
+    trie: Dict[str, int]
     scores: List[float]
+    ascii_plain: List[bool]
     byte_ids: List[int]
 
     def __init__(self, tables: UnigramTables):
@@ -39,12 +40,23 @@ class UnigramTokenizer(ScriptedTokenizer):
         self.replacement = tables.replacement
         self.prepend = tables.prepend
         self.split = tables.split
-        self.vocab = dict(tables.vocab)
+        # The library's trie as one dict: every piece and every proper prefix of one, to (id + 1) * 2 + (1 when
+        # a longer piece starts with it): the search stops where no piece goes on, as the trie's does.
+        trie: Dict[str, int] = {}
+        for piece, index in tables.vocab.items():
+            if not piece:
+                continue
+            trie[piece] = (index + 1) * 2 + (trie.get(piece, 0) & 1)
+            for k in range(1, len(piece)):
+                head = piece[:k]
+                trie[head] = trie.get(head, 0) | 1
+        self.trie = trie
+        # ASCII characters the normalizer keeps as they are, each its own grapheme (nothing ASCII joins them).
+        self.ascii_plain = [c not in tables.single and tables.classes.get(c, 0) == 0 for c in range(128)]
         self.scores = list(tables.scores)
         self.unk_id = tables.unk_id
         self.unk_score = tables.unk_score
         self.byte_ids = list(tables.byte_ids)
-        self.max_piece = max([len(k.encode("utf-8")) for k in tables.vocab] + [1])
         self.replacement_char = "\ufffd"
         self.space = " "
 
@@ -174,9 +186,9 @@ class UnigramTokenizer(ScriptedTokenizer):
             base = best[pos]
             single = False
             end = pos + step
-            limit = min(n, pos + self.max_piece)
-            while end <= limit:
-                found = self.vocab.get(s[pos:end], -1)
+            while end <= n:
+                node = self.trie.get(s[pos:end], 0)
+                found = (node >> 1) - 1
                 if found >= 0:
                     score = self.scores[found] + base
                     if back[end] < 0 or score > best[end]:
@@ -185,7 +197,7 @@ class UnigramTokenizer(ScriptedTokenizer):
                         token[end] = found
                     if end - pos == step:
                         single = True
-                if end >= n:
+                if end >= n or (node & 1) == 0:
                     break
                 end += self._char_len(ord(s[end]))
             if not single:
@@ -215,7 +227,7 @@ class UnigramTokenizer(ScriptedTokenizer):
             while k >= 0 and found_ids[k] == self.unk_id:  # unknown pieces side by side are one
                 k -= 1
             piece = s[first:ends[k + 1]]
-            known = self.vocab.get(piece, -1)
+            known = (self.trie.get(piece, 0) >> 1) - 1
             if known >= 0:
                 ids.append(known)
             elif len(self.byte_ids) > 0:
@@ -229,7 +241,18 @@ class UnigramTokenizer(ScriptedTokenizer):
             else:
                 ids.append(self.unk_id)
 
+    def _plain(self, text: str, start: int, end: int) -> bool:
+        """Whether the bytes are ASCII the normalizer keeps as they are (then no grapheme needs looking at)."""
+        for i in range(start, end):
+            b = ord(text[i])
+            if b >= 0x80 or not self.ascii_plain[b]:
+                return False
+        return True
+
     def _span(self, text: str, start: int, end: int, ids: List[int]) -> None:
+        if self._plain(text, start, end):
+            self._words(text[start:end], start == 0, ids)
+            return
         chars: List[str] = []
         cps: List[int] = []
         i = start
@@ -241,7 +264,10 @@ class UnigramTokenizer(ScriptedTokenizer):
                 chars.append(text[i:nxt])
             cps.append(cp)
             i = nxt
-        normalized = self._normalize(chars, cps) if self.precompiled else "".join(chars)
+        self._words(self._normalize(chars, cps) if self.precompiled else "".join(chars), start == 0, ids)
+
+    def _words(self, normalized: str, first: bool, ids: List[int]) -> None:
+        """Replace, pre-tokenize and segment the normalized text of one span."""
         if self.collapse_spaces:
             normalized = self._collapse(normalized)
         pieces: List[str] = []
@@ -257,7 +283,7 @@ class UnigramTokenizer(ScriptedTokenizer):
                 i = nxt
             self._pieces(normalized[word:n], False, pieces)
         else:
-            self._pieces(normalized, start == 0, pieces)
+            self._pieces(normalized, first, pieces)
         for piece in pieces:
             if len(ids) >= self.budget:
                 break
