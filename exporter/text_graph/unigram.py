@@ -60,15 +60,6 @@ class UnigramTokenizer(ScriptedTokenizer):
         self.replacement_char = "\ufffd"
         self.space = " "
 
-    def _char_len(self, b: int) -> int:
-        if b < 0x80:
-            return 1
-        if b < 0xE0:
-            return 2
-        if b < 0xF0:
-            return 3
-        return 4
-
     def _joins(self, p: int, d: int, pc: int, dc: int, state: int, conjunct: int) -> bool:
         """Whether ``d`` (class ``dc``) continues the grapheme that ends in ``p`` (UAX #29 in the library's order)."""
         if p == 13 and d == 10:
@@ -100,6 +91,8 @@ class UnigramTokenizer(ScriptedTokenizer):
             j = i + 1
             while j < n:
                 dc = self.classes.get(cps[j], 0)
+                if dc == 0 and (pc & 4) == 0:  # joins nothing (the usual case, decided without the call)
+                    break
                 if not self._joins(cps[j - 1], cps[j], pc, dc, state, conjunct):
                     break
                 if (dc & 512) != 0:
@@ -182,14 +175,15 @@ class UnigramTokenizer(ScriptedTokenizer):
         token = [0] * (n + 1)
         pos = 0
         while pos < n:
-            step = self._char_len(ord(s[pos]))
+            b = ord(s[pos])
+            step = 1 if b < 0x80 else 2 if b < 0xE0 else 3 if b < 0xF0 else 4
             base = best[pos]
             single = False
             end = pos + step
-            while end <= n:
+            while True:
                 node = self.trie.get(s[pos:end], 0)
-                found = (node >> 1) - 1
-                if found >= 0:
+                if node > 1:
+                    found = (node >> 1) - 1
                     score = self.scores[found] + base
                     if back[end] < 0 or score > best[end]:
                         best[end] = score
@@ -199,7 +193,8 @@ class UnigramTokenizer(ScriptedTokenizer):
                         single = True
                 if end >= n or (node & 1) == 0:
                     break
-                end += self._char_len(ord(s[end]))
+                b = ord(s[end])
+                end += 1 if b < 0x80 else 2 if b < 0xE0 else 3 if b < 0xF0 else 4
             if not single:
                 end = pos + step
                 score = self.unk_score + base
@@ -257,6 +252,12 @@ class UnigramTokenizer(ScriptedTokenizer):
         cps: List[int] = []
         i = start
         while i < end:
+            b = ord(text[i])
+            if b < 0x80:
+                chars.append(text[i])
+                cps.append(b)
+                i += 1
+                continue
             cp, nxt = self._next_char(text, i, end)
             if cp == 0xFFFD and text[i:nxt] != self.replacement_char:
                 chars.append(self.replacement_char)
