@@ -25,7 +25,8 @@ CONTROL = 2  # nothing joins before or after it (Control, CR, LF)
 PREPEND = 4  # what follows joins it
 PICTOGRAPHIC = 8  # Extended_Pictographic (emoji ZWJ sequences)
 HANGUL_L, HANGUL_V, HANGUL_T, HANGUL_LV, HANGUL_LVT = 16, 32, 64, 128, 256
-CONSONANT, LINKER, INCB_EXTEND = 512, 1024, 2048  # Indic conjuncts (GB9c): consonant [extend linker]* linker × consonant
+# Indic conjuncts (GB9c): consonant [extend linker]* linker × consonant
+CONSONANT, LINKER, INCB_EXTEND = 512, 1024, 2048
 ZWJ = 0x200D
 _MARK = "\u0483"  # a 2-byte combining mark whose lead byte (0xD2) no probe key starts with
 _SURROGATES = range(0xD800, 0xE000)
