@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .tables import AddedTables, _unsupported, _whitespace, added_tables
 
@@ -83,9 +84,11 @@ def unsupported_unigram(data: dict):
     return None
 
 
+@lru_cache(maxsize=1)
 def _charsmap_tables(charsmap: bytes) -> tuple[dict[int, str], dict[str, str]]:
     """The charsmap's single-character keys, checked against the library's own normalizer on every code point, and
-    its keys of several characters that a grapheme (under 6 bytes) can start with."""
+    its keys of several characters that a grapheme (under 6 bytes) can start with (cached for a model's variants
+    and one process's exports; shared, not to be modified)."""
     from tokenizers.normalizers import Precompiled
 
     from .charsmap import parse_charsmap
