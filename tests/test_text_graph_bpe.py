@@ -87,7 +87,7 @@ def test_unsupported_bpe_parts_are_named(bpe_json):
     with pytest.raises(UnsupportedModelError, match="model.dropout"):
         derive(_edited(bpe_json, lambda d: d["model"].update(dropout=0.1)), 64)
     unigram = Tokenizer(models.Unigram([("a", -1.0), ("<unk>", -2.0)], 1))
-    with pytest.raises(UnsupportedModelError, match="Unigram.*model.type"):
+    with pytest.raises(UnsupportedModelError, match="Metaspace.*pre_tokenizer"):
         derive(unigram, 64)
 
 
@@ -152,8 +152,8 @@ def test_roberta_text_model_served_on_nvidia(binary, nvidia_backend, roberta, tm
 
 
 def test_graph_refused_before_any_work_and_default_falls_back(tmp_path):
-    """A Unigram tokenizer: --tokenizer graph is refused naming the part, before anything is written; the default
-    keeps the Python tokenizer model and the ensemble."""
+    """A Unigram tokenizer without Metaspace: --tokenizer graph is refused naming the part, before anything is
+    written; the default keeps the Python tokenizer model and the ensemble."""
     from model_factory import random_model
     from transformers import PreTrainedTokenizerFast
 
@@ -164,7 +164,7 @@ def test_graph_refused_before_any_work_and_default_falls_back(tmp_path):
     PreTrainedTokenizerFast(tokenizer_object=unigram, unk_token="<unk>", pad_token="[PAD]",
                             model_input_names=["input_ids", "token_type_ids", "attention_mask"]).save_pretrained(src)
     repo = tmp_path / "repo"
-    with pytest.raises(UnsupportedModelError, match="Unigram.*model.type"):
+    with pytest.raises(UnsupportedModelError, match="Metaspace.*pre_tokenizer"):
         export_model(src, ExportOptions(out=repo, name="u", with_tokenizer=True, tokenizer="graph"))
     assert not repo.exists() or not any(repo.iterdir())
     export_model(src, ExportOptions(out=repo, name="u", max_batch_size=4, with_tokenizer=True))

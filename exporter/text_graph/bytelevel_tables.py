@@ -36,6 +36,9 @@ class ByteLevelTables(AddedTables):
 def unsupported_bytelevel(data: dict):
     """Why the tokenizer JSON ``data`` (model BPE) is no byte-level BPE the graph reproduces, or None."""
     model = data["model"]
+    if model.get("byte_fallback"):
+        return _unsupported("model.byte_fallback", "SentencePiece-style BPE with byte fallback (Gemma, Llama 2 "
+                                                   "style) is not reproduced")
     if data.get("normalizer") is not None:
         return _unsupported("normalizer", f"a {data['normalizer'].get('type')} normalizer before byte-level BPE "
                                           "is not reproduced (NFC and others depend on neighbouring characters)")
@@ -46,8 +49,6 @@ def unsupported_bytelevel(data: dict):
     for key in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
         if model.get(key):
             return _unsupported(f"model.{key}", f"BPE with {key} {model[key]!r} is not reproduced")
-    if model.get("byte_fallback"):
-        return _unsupported("model.byte_fallback", "BPE byte fallback is not reproduced")
     for token in data.get("added_tokens", []):
         if token.get("single_word") or token.get("normalized"):
             return _unsupported("added_tokens", f"added token {token['content']!r} has single_word or normalized")

@@ -1,5 +1,5 @@
 """The tokenizer families the graph reproduces, by the model type in the tokenizer's JSON: WordPiece (BERT, MPNet,
-MiniLM, GTE, ...) and byte-level BPE (RoBERTa, ModernBERT style). One place to ask whether a tokenizer is supported,
+MiniLM, GTE, ...), byte-level BPE (RoBERTa, ModernBERT style) and Unigram (XLM-R, multilingual-e5, bge-m3 style). One place to ask whether a tokenizer is supported,
 to derive its tables and to script them."""
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 
 from .bytelevel_tables import ByteLevelTables, derive_bytelevel_tables, unsupported_bytelevel
 from .tables import AddedTables, _unsupported, derive_tables, unsupported_part
+from .unigram_tables import UnigramTables, derive_unigram_tables, unsupported_unigram
 
-FAMILIES = {"WordPiece": "wordpiece", "BPE": "bytelevel_bpe"}
+FAMILIES = {"WordPiece": "wordpiece", "BPE": "bytelevel_bpe", "Unigram": "unigram"}
 
 
 def family_of(backend) -> str | None:
@@ -25,7 +26,10 @@ def unsupported(backend):
         return unsupported_part(backend)
     if kind == "BPE":
         return unsupported_bytelevel(data)
-    return _unsupported("model.type", f"the tokenizer model is {kind}; the graph has WordPiece and byte-level BPE")
+    if kind == "Unigram":
+        return unsupported_unigram(data)
+    return _unsupported("model.type", f"the tokenizer model is {kind}; the graph has WordPiece, byte-level BPE and "
+                                      "Unigram")
 
 
 def derive(backend, max_seq_len: int) -> AddedTables:
@@ -34,6 +38,8 @@ def derive(backend, max_seq_len: int) -> AddedTables:
         raise problem
     if family_of(backend) == "bytelevel_bpe":
         return derive_bytelevel_tables(backend, max_seq_len)
+    if family_of(backend) == "unigram":
+        return derive_unigram_tables(backend, max_seq_len)
     return derive_tables(backend, max_seq_len)
 
 
@@ -42,6 +48,10 @@ def build(tables: AddedTables) -> torch.jit.ScriptModule:
         from .bytelevel import build_bytelevel
 
         return build_bytelevel(tables)
+    if isinstance(tables, UnigramTables):
+        from .unigram import build_unigram
+
+        return build_unigram(tables)
     from .wordpiece import build_tokenizer
 
     return build_tokenizer(tables)
