@@ -300,3 +300,23 @@ def commit_when_released(repo: str, name: str, label: str, force: bool, barrier,
         results.put((label, "ok"))
     except Exception as err:
         results.put((label, f"{type(err).__name__}: {err}"))
+
+
+def served_text_rows(repo: Path, model: str, texts: list, binary, log_path: Path, copies: int = 3):
+    """Each of ``texts`` (str or bytes) ``copies`` times as its own gRPC request to text model ``model``, all at once
+    (so NVIDIA's batcher merges them), on a server of ``repo``: the rows in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from exporter.triton.server import TritonServer
+    from exporter.triton_client import TritonClient
+
+    def one(text):
+        data = np.array([[text if isinstance(text, bytes) else text.encode("utf-8")]], dtype=np.object_)
+        with TritonClient(server.grpc_url, "grpc") as client:
+            return client.infer(model, {"text": data}, ["embedding"])["embedding"]
+
+    with TritonServer(repo, binary=binary, backend="nvidia", log_path=log_path) as server:
+        with ThreadPoolExecutor(len(texts)) as pool:
+            return np.concatenate(list(pool.map(one, list(texts) * copies)), axis=0)

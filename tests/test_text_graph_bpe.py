@@ -10,6 +10,7 @@ import json
 import pytest
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+import _triton_fixtures as fx
 from exporter.errors import UnsupportedModelError
 from exporter.text_graph.check import check_tokenizer
 from exporter.text_graph.families import derive, family_of
@@ -131,23 +132,10 @@ def test_roberta_export_gets_the_graph_text_model(roberta):
 
 def test_roberta_text_model_served_on_nvidia(binary, nvidia_backend, roberta, tmp_path):
     """The same model through NVIDIA's backend: texts merged from concurrent requests, invalid bytes included."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import numpy as np
 
-    from exporter.triton.server import TritonServer
-    from exporter.triton_client import TritonClient
-
     repo, want = roberta
-
-    def one(text):
-        data = np.array([[text if isinstance(text, bytes) else text.encode("utf-8")]], dtype=np.object_)
-        with TritonClient(server.grpc_url, "grpc") as client:
-            return client.infer("rb_text", {"text": data}, ["embedding"])["embedding"]
-
-    with TritonServer(repo, binary=binary, backend="nvidia", log_path=tmp_path / "triton.log") as server:
-        with ThreadPoolExecutor(len(ROBERTA_TEXTS)) as pool:
-            got = np.concatenate(list(pool.map(one, ROBERTA_TEXTS * 3)), axis=0)
+    got = fx.served_text_rows(repo, "rb_text", ROBERTA_TEXTS, binary, tmp_path / "triton.log")
     assert np.abs(got - np.concatenate([want] * 3, axis=0)).max() <= 1e-5
 
 

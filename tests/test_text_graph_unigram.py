@@ -15,6 +15,7 @@ from functools import lru_cache
 import pytest
 from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 
+import _triton_fixtures as fx
 from exporter.errors import UnsupportedModelError
 from exporter.text_graph.check import check_tokenizer, compare
 from exporter.text_graph.families import derive, family_of
@@ -181,23 +182,10 @@ def test_xlmr_export_gets_the_graph_text_model(xlmr):
 
 def test_xlmr_text_model_served_on_nvidia(binary, nvidia_backend, xlmr, tmp_path):
     """The same model through NVIDIA's backend: texts merged from concurrent requests, invalid bytes included."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import numpy as np
 
-    from exporter.triton.server import TritonServer
-    from exporter.triton_client import TritonClient
-
     repo, want = xlmr
-
-    def one(text):
-        data = np.array([[text if isinstance(text, bytes) else text.encode("utf-8")]], dtype=np.object_)
-        with TritonClient(server.grpc_url, "grpc") as client:
-            return client.infer("xr_text", {"text": data}, ["embedding"])["embedding"]
-
-    with TritonServer(repo, binary=binary, backend="nvidia", log_path=tmp_path / "triton.log") as server:
-        with ThreadPoolExecutor(len(XLMR_TEXTS)) as pool:
-            got = np.concatenate(list(pool.map(one, XLMR_TEXTS * 3)), axis=0)
+    got = fx.served_text_rows(repo, "xr_text", XLMR_TEXTS, binary, tmp_path / "triton.log")
     assert np.abs(got - np.concatenate([want] * 3, axis=0)).max() <= 1e-5
 
 

@@ -430,6 +430,19 @@ def _output_index(repo: _Repository) -> int:
     return names.index(wanted) if wanted in names else 0
 
 
+def _attach_checker(report: "LibtorchCheckReport", cache_dir: Path | None) -> bool:
+    """Build (or find) the C++ checker into ``report.binary``; False, with the report skipped, where this machine
+    has no C++ compiler to build it (any other build failure is raised)."""
+    try:
+        report.binary = build_checker(cache_dir)
+    except TeiExportError as err:
+        if find_compiler() is None:
+            report.skipped, report.skip_reason = True, str(err)
+            return False
+        raise
+    return True
+
+
 def default_check_texts(tokenizer, max_seq_len: int) -> list[str]:
     """A handful of corpus texts of mixed lengths: sentences, edge cases, one at and one far over the max length."""
     from .corpus import build_corpus
@@ -501,13 +514,8 @@ def check_libtorch(
         report.skip_reason = (f"version {repo.version} takes ragged batches (input_ids + offsets, tei_export.json "
                               "batching: ragged); the LibTorch check feeds padded ones only")
         return report
-    try:
-        report.binary = build_checker(cache_dir)
-    except TeiExportError as err:
-        if find_compiler() is None:
-            report.skipped, report.skip_reason = True, str(err)
-            return report
-        raise
+    if not _attach_checker(report, cache_dir):
+        return report
 
     from transformers import AutoTokenizer
 
@@ -655,13 +663,8 @@ def check_text_libtorch(
 
     version_dir = latest_version_dir(model_dir)
     report.version = int(version_dir.name)
-    try:
-        report.binary = build_checker(cache_dir)
-    except TeiExportError as err:
-        if find_compiler() is None:
-            report.skipped, report.skip_reason = True, str(err)
-            return report
-        raise
+    if not _attach_checker(report, cache_dir):
+        return report
     texts = list(texts) if texts is not None else \
         default_check_texts(target.tokenizer(), meta.max_seq_len) + list(TEXT_EDGE_CASES)
     if not texts:
