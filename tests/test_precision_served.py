@@ -147,20 +147,46 @@ def test_verify_fails_when_the_served_model_is_not_the_export(binary, nvidia_bac
             assert not report.passed and "against own module" in check.worst_text
 
 
+
+@pytest.fixture(scope="module")
+def graph_repo(minilm, tmp_path_factory):
+    """int8 MiniLM with the graph text model (``--with-tokenizer``'s default for WordPiece)."""
+    repo = tmp_path_factory.mktemp("repo_precision_graph")
+    export_model(minilm, ExportOptions(out=repo, name="g", precision="int8", max_batch_size=16,
+                                       max_queue_delay_us=20000, with_tokenizer=True, tokenizer="graph"))
+    return repo
+
+
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "finding: the graph text model of an int8 MiniLM export gives a text a row that moves by ~1e-3 with the other "
     "texts of its execution (its ragged encoder pads each chunk to the chunk's longest text; a different padded "
-    "length flips int8 roundings), so verify's own-module check fails it whenever Triton merges requests"))
-def test_graph_text_model_rows_do_not_depend_on_the_other_texts(minilm, texts, tmp_path):
-    """Issue 17's row independence, for ``--with-tokenizer`` with the graph text model (the WordPiece default): the
-    same text alone and among others within 1e-6. The padded token model keeps it (equal lengths merge; the gate
-    checks it); the text model's ragged chunks do not. Strict: it fails the day they do, and this must change."""
-    export_model(minilm, ExportOptions(out=tmp_path / "repo", name="g", precision="int8", max_batch_size=16,
-                                       with_tokenizer=True, tokenizer="graph"))
-    module = torch.jit.load(str(tmp_path / "repo" / "g_text" / "1" / "model.pt"))
+    "length flips int8 roundings), as a ragged export's rows do (README, 'What padding does')"))
+def test_graph_text_model_rows_do_not_depend_on_the_other_texts(graph_repo, texts):
+    """Issue 17's row independence, for ``--with-tokenizer`` with the graph text model: the same text alone and among
+    others within 1e-6. The padded token model keeps it (equal lengths merge; the gate checks it); the text model's
+    ragged chunks do not. Strict: it fails the day they do, and verify's MERGE_NOTE must go then."""
+    module = torch.jit.load(str(graph_repo / "g_text" / "1" / "model.pt"))
     with torch.inference_mode():
         together = module(texts[:8])
         alone = torch.cat([module([t]) for t in texts[:8]])
     moved = float((alone - together).abs().max())
     print(f"\nint8 graph text model: a row alone vs among 8 texts moves by {moved:.2e}")
     assert moved <= 1e-6
+
+
+def test_verify_compares_a_graph_text_model_with_its_own_module_one_text_at_a_time(graph_repo, nvidia_backend):
+    """Where rows move with what Triton merges, verify compares the own module on the run with one text in flight
+    (an execution is then exactly that text) and says so; the gate of fp32 eager holds on every run."""
+    report = verify_repository(graph_repo, corpus_size=16, libtorch=False, server_options={"backend": "nvidia"})
+    print("\n" + report.table())
+    assert report.passed, report.table()
+    text_checks = [c for c in report.checks if c.model == "g_text"]
+    assert {c.protocol for c in text_checks} == {"http", "grpc"}
+    for check in text_checks:
+        assert "one text in flight" in check.note and "one text in flight" in report.table()
+        own = {run.label: run.comparisons[1] for run in check.runs if len(run.comparisons) == 2}
+        assert list(own) == ["text, batch 1 x concurrency 1"] and own[check.runs[0].label].max_abs_diff <= 1e-5
+        assert all(c.passed for c in check.against(EAGER)) and len(check.against(EAGER)) == 4
+    for check in report.checks:
+        if check.model == "g":  # the padded token model: every run against its own module
+            assert check.note is None and len(check.against(OWN)) == 4

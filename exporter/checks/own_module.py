@@ -14,7 +14,11 @@ smoothing) and test the trace again, which trace did against the eager module be
 Padding: a bf16 or int8 row moves by up to ~3e-3 with its padded length (an fp32 rounding difference in attention
 flips a low-precision rounding; the gate's "padding" figure), so the module is run on exactly what each request
 carried, one request at a time. Rows do not depend on the other rows of an equal-length batch (row independence,
-checked by the gate), so Triton merging equal-length requests leaves them equal.
+checked by the gate), so Triton merging equal-length requests leaves them equal. A ragged module (a ragged export,
+the graph text model) pads each chunk of merged texts to the chunk's longest, so its rows do move with what Triton
+merged: for those the own module is compared on the run with one text in flight, where an execution is exactly that
+text (:func:`merge_dependent`; a ragged export's Python text model sends each text of a request on as a request of
+its own, so even one request of several texts is merged).
 """
 from __future__ import annotations
 
@@ -49,14 +53,35 @@ def is_lossy(model: ExportedModel) -> bool:
     return isinstance(model.metadata.parity, dict) and bool(model.metadata.parity.get("quality"))
 
 
+MERGE_NOTE = ("its rows move with the texts Triton merges with them (ragged chunks are padded to their longest text; "
+              "a bf16/int8 rounding turns that into ~1e-3), so its own module is compared on the run with one text "
+              "in flight only")
+
+
+def merge_dependent(model: ExportedModel, text_model: Path | None = None) -> bool:
+    """Whether served rows of ``model`` (or of its ``text_model`` folder) depend on the requests merged with them:
+    a ragged export, or a graph text model (its encoder is ragged)."""
+    graph = text_model is not None and (latest_version_dir(text_model) / "model.pt").is_file()
+    return model.variant == "ragged" or graph
+
+
 class OwnModule:
     """The export's own model.pt (and its graph text model's) in process: rows for the requests verify sends."""
 
     def __init__(self, model: ExportedModel):
         self.model = model
-        self.reference = Reference(OWN, f"its own {model.metadata.dtype} model.pt run in process",
-                                   TOLERANCES["float32"])
         self._modules: dict[Path, torch.jit.ScriptModule] = {}
+
+    def reference(self, text_model: Path | None = None) -> Reference:
+        """The reference for the token model's check, or for ``text_model``'s (a graph text model runs its own)."""
+        graph = text_model is not None and (latest_version_dir(text_model) / "model.pt").is_file()
+        which = f"{text_model.name}/model.pt" if graph else "model.pt"
+        return Reference(OWN, f"its own {self.model.metadata.dtype} {which} run in process", TOLERANCES["float32"])
+
+    def compares(self, merged: bool, concurrency: int, batch: int) -> bool:
+        """Whether a run is compared with the module: always, unless rows move with what Triton merged
+        (``merged``, :func:`merge_dependent`); then only with one text in flight."""
+        return not merged or (concurrency, batch) == (1, 1)
 
     def _load(self, path: Path) -> torch.jit.ScriptModule:
         if path not in self._modules:
@@ -89,7 +114,8 @@ class OwnModule:
             return np.concatenate([self._run(graph, texts) for texts in requests], axis=0)
         meta, tokenizer = self.model.metadata, self.model.tokenizer()
         ragged = self.model.variant == "ragged"  # the text model itself tokenizes, one request per text
-        settings_dir = latest_version_dir(text_model if ragged else text_model.parent / tokenizer_name(self.model.name))
+        settings_from = text_model if ragged else text_model.parent / tokenizer_name(self.model.name)
+        settings_dir = latest_version_dir(settings_from)
         settings = json.loads((settings_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
         prompt = (settings.get("prompts") or {}).get(settings.get("default_prompt_name") or "", "")
         dtype = np.int32 if meta.input_dtype == "int32" else np.int64
@@ -99,4 +125,3 @@ class OwnModule:
         return self.token_rows([encode_batch(tokenizer, [prompt + t for t in texts], meta.max_seq_len,
                                              meta.input_names, dtype, tuple(settings["buckets"]))
                                 for texts in requests])
-

@@ -27,7 +27,7 @@ from ..triton.hazards import interop_hazards
 from ..triton.server_log import error_summary, lost_stub_message, unhealthy_stub
 from ..triton_client import PROTOCOLS, ServedModel, TritonClient, send_requests
 from .corpus import CorpusItem, build_corpus
-from .own_module import EAGER, OwnModule, Reference, is_lossy
+from .own_module import EAGER, MERGE_NOTE, OwnModule, Reference, is_lossy, merge_dependent
 from .parity import Tolerance, compare
 
 Progress = Callable[[str], None]
@@ -102,6 +102,7 @@ class ModelCheck:
     batching: bool = True  # False for max_batch_size 0 (pt2): each request is one execution by design
     served_by: str = ""  # the backend that computed the embeddings, as the server reports the model's config
     references: list[Reference] = field(default_factory=list)  # what the runs were compared with, in order
+    note: str | None = None  # a limit of the comparisons, said in the report (own_module.MERGE_NOTE)
 
     @property
     def passed(self) -> bool:
@@ -170,6 +171,8 @@ class VerifyReport:
         lines += [f"{model} against {name} ({ref.describe}): {ref.tolerance.describe()}"
                   for (model, name), ref in bounds.items()]
         for c in self.checks:
+            if c.note:
+                lines.append(f"{c.model} over {c.protocol}: {c.note}")
             if c.error:
                 lines.append(f"{c.model} over {c.protocol}: {c.error}")
             elif c.inferences and not c.batching:
@@ -195,14 +198,15 @@ def _run_dict(run: RunResult) -> dict:
             "comparisons": [{**asdict(c), "passed": c.passed} for c in run.comparisons]}
 
 
-def references(model: ExportedModel) -> tuple[list[Reference], OwnModule | None]:
-    """What ``model``'s served rows are compared with: fp32 eager under the bound served_tolerance gives (its
-    recorded quality gate for a lossy export), and for a lossy export its own module too (fp32 bound)."""
+def references(model: ExportedModel, text_model: Path | None = None) -> tuple[list[Reference], OwnModule | None]:
+    """What ``model``'s served rows (or its ``text_model``'s) are compared with: fp32 eager under the bound
+    served_tolerance gives (its recorded quality gate for a lossy export), and for a lossy export its own module
+    too (fp32 bound)."""
     eager = Reference(EAGER, "sentence-transformers in fp32", served_tolerance(model.metadata))
     if not is_lossy(model):
         return [eager], None
     own = OwnModule(model)
-    return [eager, own.reference], own
+    return [eager, own.reference(text_model)], own
 
 
 def request_rows(served: ServedModel) -> int:
@@ -255,6 +259,8 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
     check = ModelCheck(model.name, protocol, texts=len(items))
     texts = [i.text for i in items]
     check.references, own = references(model)
+    merged = own is not None and merge_dependent(model)
+    check.note = MERGE_NOTE if merged else None
     try:
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(model.name)
@@ -268,7 +274,8 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
                 started = time.monotonic()
                 got, sent = _send_run(url, protocol, served, texts, tokenizer, model.metadata,
                                       Run(batch, run.concurrency), timeout_s)
-                wanted = [expected] + ([own.token_rows(sent)] if own else [])
+                compared = own is not None and own.compares(merged, run.concurrency, batch)
+                wanted = [expected] + ([own.token_rows(sent)] if compared else [])
                 _record_run(check, Run(batch, run.concurrency).label, batch, items, wanted, got, started)
             after = admin.statistics(model.name, at_least=before[0] + len(texts) * len(plan))
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
@@ -283,7 +290,10 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
     name = f"{model.name}_text"
     check = ModelCheck(name, protocol, texts=len(items), kind="text")
     texts = [i.text for i in items]
-    check.references, own = references(model)
+    text_dir = model.model_dir.parent / name
+    check.references, own = references(model, text_dir)
+    merged = own is not None and merge_dependent(model, text_dir)
+    check.note = MERGE_NOTE if merged else None
     try:
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(name)
@@ -310,7 +320,8 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
                 started = time.monotonic()
                 got = np.concatenate(send_requests(lambda: TritonClient(url, protocol, timeout_s), name, requests,
                                                    output, run.concurrency), axis=0)
-                wanted = [expected] + ([own.text_rows(model.model_dir.parent / name, chunks)] if own else [])
+                compared = own is not None and own.compares(merged, run.concurrency, batch)
+                wanted = [expected] + ([own.text_rows(text_dir, chunks)] if compared else [])
                 _record_run(check, "text, " + Run(batch, run.concurrency).label, batch, items, wanted, got,
                             started)
             after = admin.statistics(counted, at_least=before[0] + len(texts) * len(runs))
