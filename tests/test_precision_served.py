@@ -190,3 +190,22 @@ def test_verify_compares_a_graph_text_model_with_its_own_module_one_text_at_a_ti
     for check in report.checks:
         if check.model == "g":  # the padded token model: every run against its own module
             assert check.note is None and len(check.against(OWN)) == 4
+
+
+def test_a_bf16_export_writes_its_graph_text_model_within_its_gate(minilm, texts, st_model, tmp_path):
+    """The graph text model of a lossy export is held to the gate the export recorded against fp32
+    sentence-transformers, as verify holds it served. (It was held to --dtype bfloat16's bound, cosine >= 0.9999,
+    which MiniLM's bf16 rows miss at 0.99988 while passing their gate of 0.999: trace refused the text model.)"""
+    repo = tmp_path / "repo"
+    result = export_model(minilm, ExportOptions(out=repo, name="b", precision="bf16", max_batch_size=16,
+                                                with_tokenizer=True, tokenizer="graph"))
+    gate = result.metadata.parity["quality"]["bounds"]["min_cosine"]
+    parity = json.loads((repo / "b_text" / "1" / "text_graph.json").read_text())["parity"]
+    assert parity["passed"] and parity["tolerance"]["min_cosine"] == gate == 0.999
+    module = torch.jit.load(str(repo / "b_text" / "1" / "model.pt"))
+    with torch.inference_mode():
+        got = module(texts).double().numpy()
+    want = st_model.encode(texts, convert_to_numpy=True).astype(np.float64)
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    print(f"\nMiniLM bf16 graph text model vs fp32 encode(): min cosine {cos.min():.6f}")
+    assert gate <= cos.min() < 1.0 - 1e-6  # within the gate, and really bf16
