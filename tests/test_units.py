@@ -171,12 +171,14 @@ def test_hub_failures_say_which_step_failed():
 
 
 def test_verify_report_counts_requests_and_texts_apart():
-    from exporter.checks.verify import ModelCheck, RunResult, VerifyReport
+    from exporter.checks.parity import tolerance_for
+    from exporter.checks.verify import Comparison, ModelCheck, RunResult, VerifyReport
 
     # 10 texts sent as 10 requests of 1 and as 3 requests of 4: Triton counts 20 inferences (texts) for a batching
     # model, and one per request for max_batch_size 0.
-    runs = [RunResult("batch 1 x concurrency 8", 10, 10, 1e-7, 1.0, True, 0.1),
-            RunResult("batch 4 x concurrency 2", 3, 10, 1e-7, 1.0, True, 0.1)]
+    same = [Comparison("fp32 eager", 1e-7, 1.0, tolerance_for("float32"))]
+    runs = [RunResult("batch 1 x concurrency 8", 10, 10, same, 0.1),
+            RunResult("batch 4 x concurrency 2", 3, 10, same, 0.1)]
     batching = ModelCheck("m", "grpc", texts=10, runs=list(runs), inferences=20, executions=6)
     unbatched = ModelCheck("p", "http", texts=10, runs=list(runs), inferences=13, executions=13, batching=False)
     report = VerifyReport("test server", [batching, unbatched])
@@ -226,19 +228,38 @@ def test_a_failing_verify_run_names_the_text_that_differed_most():
     import numpy as np
 
     from exporter.checks.corpus import KINDS, CorpusItem
-    from exporter.checks.parity import tolerance_for
-    from exporter.checks.verify import ModelCheck, _record_run
+    from exporter.checks.own_module import EAGER, OWN, Reference
+    from exporter.checks.parity import Tolerance, tolerance_for
+    from exporter.checks.verify import ModelCheck, VerifyReport, _record_run
 
     items = [CorpusItem(f"text {i}", KINDS[0]) for i in range(3)]
     expected = np.eye(3, dtype=np.float32)
-    check = ModelCheck("m", "http", texts=3)
-    _record_run(check, "batch 2", 2, items, expected, expected.copy(), tolerance_for("float32"), time.monotonic())
+    check = ModelCheck("m", "http", texts=3, references=[Reference(EAGER, "st", tolerance_for("float32"))])
+    _record_run(check, "batch 2", 2, items, [expected], expected.copy(), time.monotonic())
     assert check.runs[0].passed and check.worst_text is None
     got = expected.copy()
     got[1] = [0.0, 0.6, 0.8]  # a different unit vector
-    _record_run(check, "batch 1", 1, items, expected, got, tolerance_for("float32"), time.monotonic())
+    _record_run(check, "batch 1", 1, items, [expected], got, time.monotonic())
     assert not check.runs[1].passed and check.runs[1].requests == 3
-    assert check.worst_text == f"{KINDS[0]}: 'text 1'"
+    assert check.worst_text == f"{KINDS[0]}: 'text 1' (against {EAGER})"
+
+    # A lossy export: within its gate of fp32 eager, but not its own module's rows: the run fails on the second.
+    gate = Tolerance(max_abs=None, min_cosine=0.9)
+    lossy = ModelCheck("q", "grpc", texts=3, references=[Reference(EAGER, "st", gate),
+                                                         Reference(OWN, "model.pt", tolerance_for("float32"))])
+    served = expected.copy()
+    served[2] = [0.0, 0.1, 0.995]
+    own = expected.copy()
+    _record_run(lossy, "batch 1", 1, items, [expected, own], served, time.monotonic())
+    eager_side, own_side = lossy.runs[0].comparisons
+    assert eager_side.passed and not own_side.passed and not lossy.passed
+    assert lossy.against(OWN) == [own_side] and lossy.against(EAGER) == [eager_side]
+    assert lossy.worst_text == f"{KINDS[0]}: 'text 2' (against {OWN})"
+    table = VerifyReport("test server", [lossy]).table()
+    assert "q against own module (model.pt): max|diff| <= 1e-05 and cosine >= 0.99999 per row" in table
+    assert table.count("FAIL") == 2 and "verdict: FAIL" in table  # the own-module row and the verdict
+    run = VerifyReport("test server", [lossy]).to_dict()["checks"][0]["runs"][0]
+    assert [c["passed"] for c in run["comparisons"]] == [True, False] and not run["passed"]
 
 
 def test_requests_are_padded_to_buckets_only_where_a_batcher_needs_equal_lengths():

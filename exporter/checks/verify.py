@@ -3,6 +3,8 @@
 For each exported model the harness reads the config from the server, tokenizes a corpus with the model's own
 tokenizer, sends it at several batch sizes and concurrency levels (padded to length buckets under concurrency so
 the dynamic batcher really merges requests), and compares every returned row with ``SentenceTransformer.encode``.
+A ``--precision bf16|int8`` export is compared twice, and must pass both: with fp32 eager under the quality gate it
+recorded, and with its own model.pt run in process under the fp32 bound (:mod:`.own_module`).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from ..triton.hazards import interop_hazards
 from ..triton.server_log import error_summary, lost_stub_message, unhealthy_stub
 from ..triton_client import PROTOCOLS, ServedModel, TritonClient, send_requests
 from .corpus import CorpusItem, build_corpus
+from .own_module import EAGER, MERGE_NOTE, OwnModule, Reference, is_lossy, merge_dependent
 from .parity import Tolerance, compare
 
 Progress = Callable[[str], None]
@@ -47,15 +50,40 @@ DEFAULT_RUNS = (Run(1, 1), Run(4, 2), Run(16, 1), Run(1, 8))
 RAGGED_RUNS = (Run(1, 1), Run(1, 4), Run(1, 16), Run(1, 64))
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A run's served rows against one reference (fp32 eager, or a lossy export's own module) and its bound."""
+
+    reference: str  # own_module.EAGER or own_module.OWN
+    max_abs_diff: float
+    min_cosine: float
+    tolerance: Tolerance
+
+    @property
+    def passed(self) -> bool:
+        return self.tolerance.accepts(self.max_abs_diff, self.min_cosine)
+
+
 @dataclass
 class RunResult:
     label: str
     requests: int
     texts: int
-    max_abs_diff: float
-    min_cosine: float
-    passed: bool
+    comparisons: list[Comparison]  # fp32 eager first; a lossy export's own module second
     seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.comparisons) and all(c.passed for c in self.comparisons)
+
+    @property
+    def max_abs_diff(self) -> float:
+        """Against fp32 eager, as for every export."""
+        return self.comparisons[0].max_abs_diff
+
+    @property
+    def min_cosine(self) -> float:
+        return self.comparisons[0].min_cosine
 
 
 @dataclass
@@ -73,6 +101,8 @@ class ModelCheck:
     kind: str = "tokens"  # "tokens": client-side tokenization; "text": UTF-8 strings to the <name>_text ensemble
     batching: bool = True  # False for max_batch_size 0 (pt2): each request is one execution by design
     served_by: str = ""  # the backend that computed the embeddings, as the server reports the model's config
+    references: list[Reference] = field(default_factory=list)  # what the runs were compared with, in order
+    note: str | None = None  # a limit of the comparisons, said in the report (own_module.MERGE_NOTE)
 
     @property
     def passed(self) -> bool:
@@ -96,6 +126,10 @@ class ModelCheck:
     def min_cosine(self) -> float:
         return min((r.min_cosine for r in self.runs), default=float("nan"))
 
+    def against(self, reference: str) -> list[Comparison]:
+        """Every run's comparison with ``reference`` (own_module.EAGER or OWN); empty when not compared."""
+        return [c for r in self.runs for c in r.comparisons if c.reference == reference]
+
 
 @dataclass
 class VerifyReport:
@@ -111,26 +145,34 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "server": self.server, "warnings": self.warnings,
-                "checks": [{**asdict(c), "passed": c.passed, "max_abs_diff": c.max_abs_diff,
-                            "min_cosine": c.min_cosine, "requests": c.requests, "texts_sent": c.texts_sent}
+                "checks": [{**asdict(c), "runs": [_run_dict(r) for r in c.runs], "passed": c.passed,
+                            "max_abs_diff": c.max_abs_diff, "min_cosine": c.min_cosine, "requests": c.requests,
+                            "texts_sent": c.texts_sent}
                            for c in self.checks],
                 "libtorch": self.libtorch}
 
     def table(self) -> str:
-        rows = [("model", "protocol", "run", "requests", "texts", "max|diff|", "min cos", "ok")]
+        rows = [("model", "protocol", "run", "requests", "texts", "against", "max|diff|", "min cos", "ok")]
         for c in self.checks:
             if c.error:
-                rows.append((c.model, c.protocol, "error", "", "", "", "", "FAIL"))
+                rows.append((c.model, c.protocol, "error", "", "", "", "", "", "FAIL"))
                 continue
             for r in c.runs:
-                rows.append((c.model, c.protocol, r.label, str(r.requests), str(r.texts), f"{r.max_abs_diff:.2e}",
-                             f"{r.min_cosine:.7f}", "ok" if r.passed else "FAIL"))
+                for i, k in enumerate(r.comparisons):  # a lossy export's second reference on a row of its own
+                    run = (c.model, c.protocol, r.label, str(r.requests), str(r.texts)) if i == 0 else ("",) * 5
+                    rows.append((*run, k.reference, f"{k.max_abs_diff:.2e}", f"{k.min_cosine:.7f}",
+                                 "ok" if k.passed else "FAIL"))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = [f"server: {self.server}"]
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
         served = {c.model: c.served_by for c in self.checks if c.served_by}
         lines += [f"{model} served by {who}" for model, who in served.items()]
+        bounds = {(c.model, ref.name): ref for c in self.checks for ref in c.references}
+        lines += [f"{model} against {name} ({ref.describe}): {ref.tolerance.describe()}"
+                  for (model, name), ref in bounds.items()]
         for c in self.checks:
+            if c.note:
+                lines.append(f"{c.model} over {c.protocol}: {c.note}")
             if c.error:
                 lines.append(f"{c.model} over {c.protocol}: {c.error}")
             elif c.inferences and not c.batching:
@@ -151,6 +193,22 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+def _run_dict(run: RunResult) -> dict:
+    return {**asdict(run), "passed": run.passed, "max_abs_diff": run.max_abs_diff, "min_cosine": run.min_cosine,
+            "comparisons": [{**asdict(c), "passed": c.passed} for c in run.comparisons]}
+
+
+def references(model: ExportedModel, text_model: Path | None = None) -> tuple[list[Reference], OwnModule | None]:
+    """What ``model``'s served rows (or its ``text_model``'s) are compared with: fp32 eager under the bound
+    served_tolerance gives (its recorded quality gate for a lossy export), and for a lossy export its own module
+    too (fp32 bound)."""
+    eager = Reference(EAGER, "sentence-transformers in fp32", served_tolerance(model.metadata))
+    if not is_lossy(model):
+        return [eager], None
+    own = OwnModule(model)
+    return [eager, own.reference(text_model)], own
+
+
 def request_rows(served: ServedModel) -> int:
     """The most texts one request may carry: max_batch_size, or with max_batch_size 0 (a pt2 export) any number
     when the first dim is variable, since the batch is then part of the request's own shape."""
@@ -169,25 +227,30 @@ def _error_text(err: Exception) -> str:
 
 
 def _send_run(url: str, protocol: str, served: ServedModel, texts: list[str], tokenizer, meta: ExportMetadata,
-              run: Run, timeout_s: float) -> np.ndarray:
-    """Send ``texts`` as requests of ``run.batch`` texts with ``run.concurrency`` in flight; rows in text order."""
+              run: Run, timeout_s: float) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """Send ``texts`` as requests of ``run.batch`` texts with ``run.concurrency`` in flight: the rows in text order,
+    and the requests as sent (a lossy export's own module is run on exactly those)."""
     output = served.outputs[0].name
     build = request_builder(meta, tokenizer, served, run.concurrency > 1)
     requests = [build([texts[i] for i in chunk]) for chunk in _split(list(range(len(texts))), run.batch)]
     parts = send_requests(lambda: TritonClient(url, protocol, timeout_s), served.name, requests, output,
                           run.concurrency)
-    return np.concatenate(parts, axis=0)
+    return np.concatenate(parts, axis=0), requests
 
 
-def _record_run(check: ModelCheck, label: str, batch: int, items: list[CorpusItem], expected: np.ndarray,
-                got: np.ndarray, tolerance: Tolerance, started: float) -> None:
-    """One run's result on ``check``; the first failing run names the text that differed most."""
-    max_abs, min_cos = compare(expected, got)
-    check.runs.append(RunResult(label, -(-len(items) // batch), len(items), max_abs, min_cos,
-                                tolerance.accepts(max_abs, min_cos), time.monotonic() - started))
-    if not check.runs[-1].passed and check.worst_text is None:
-        worst = int(np.abs(np.asarray(got, np.float64) - expected).max(axis=1).argmax())
-        check.worst_text = f"{items[worst].kind}: {items[worst].text[:80]!r}"
+def _record_run(check: ModelCheck, label: str, batch: int, items: list[CorpusItem], expected: list[np.ndarray],
+                got: np.ndarray, started: float) -> None:
+    """One run's result on ``check``, against each of ``check.references`` (``expected``: their rows, in the same
+    order); the first failing run names the text that differed most from the reference it failed."""
+    comparisons = [Comparison(ref.name, *compare(rows, got), ref.tolerance)
+                   for ref, rows in zip(check.references, expected)]
+    check.runs.append(RunResult(label, -(-len(items) // batch), len(items), comparisons,
+                                time.monotonic() - started))
+    failed = [(c, rows) for c, rows in zip(comparisons, expected) if not c.passed]
+    if failed and check.worst_text is None:
+        comparison, rows = failed[0]
+        worst = int(np.abs(np.asarray(got, np.float64) - rows).max(axis=1).argmax())
+        check.worst_text = f"{items[worst].kind}: {items[worst].text[:80]!r} (against {comparison.reference})"
 
 
 def verify_model(url: str, protocol: str, model: ExportedModel, items: list[CorpusItem], expected: np.ndarray,
@@ -195,7 +258,9 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
                  nvidia_label: str = NVIDIA_LABEL) -> ModelCheck:
     check = ModelCheck(model.name, protocol, texts=len(items))
     texts = [i.text for i in items]
-    tolerance = served_tolerance(model.metadata)
+    check.references, own = references(model)
+    merged = own is not None and merge_dependent(model)
+    check.note = MERGE_NOTE if merged else None
     try:
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(model.name)
@@ -207,9 +272,11 @@ def verify_model(url: str, protocol: str, model: ExportedModel, items: list[Corp
             for run in plan:
                 batch = 1 if ragged else min(run.batch, request_rows(served))
                 started = time.monotonic()
-                got = _send_run(url, protocol, served, texts, tokenizer, model.metadata, Run(batch, run.concurrency),
-                                timeout_s)
-                _record_run(check, Run(batch, run.concurrency).label, batch, items, expected, got, tolerance, started)
+                got, sent = _send_run(url, protocol, served, texts, tokenizer, model.metadata,
+                                      Run(batch, run.concurrency), timeout_s)
+                compared = own is not None and own.compares(merged, run.concurrency, batch)
+                wanted = [expected] + ([own.token_rows(sent)] if compared else [])
+                _record_run(check, Run(batch, run.concurrency).label, batch, items, wanted, got, started)
             after = admin.statistics(model.name, at_least=before[0] + len(texts) * len(plan))
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
     except Exception as err:  # a server or protocol failure is a failed check, reported, not a crash
@@ -223,7 +290,10 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
     name = f"{model.name}_text"
     check = ModelCheck(name, protocol, texts=len(items), kind="text")
     texts = [i.text for i in items]
-    tolerance = served_tolerance(model.metadata)
+    text_dir = model.model_dir.parent / name
+    check.references, own = references(model, text_dir)
+    merged = own is not None and merge_dependent(model, text_dir)
+    check.note = MERGE_NOTE if merged else None
     try:
         with TritonClient(url, protocol, timeout_s) as admin:
             served = admin.model(name)
@@ -244,12 +314,15 @@ def verify_text_model(url: str, protocol: str, model: ExportedModel, items: list
             before = admin.statistics(counted)
             for run in runs:
                 batch = min(run.batch, request_rows(served))
-                requests = [build([texts[i] for i in chunk]) for chunk in _split(list(range(len(texts))), batch)]
+                chunks = [[texts[i] for i in chunk] for chunk in _split(list(range(len(texts))), batch)]
+                requests = [build(chunk) for chunk in chunks]
                 started = time.monotonic()
                 got = np.concatenate(send_requests(lambda: TritonClient(url, protocol, timeout_s), name, requests,
                                                    output, run.concurrency), axis=0)
-                _record_run(check, "text, " + Run(batch, run.concurrency).label, batch, items, expected, got,
-                            tolerance, started)
+                compared = own is not None and own.compares(merged, run.concurrency, batch)
+                wanted = [expected] + ([own.text_rows(text_dir, chunks)] if compared else [])
+                _record_run(check, "text, " + Run(batch, run.concurrency).label, batch, items, wanted, got,
+                            started)
             after = admin.statistics(counted, at_least=before[0] + len(texts) * len(runs))
             check.inferences, check.executions = after[0] - before[0], after[1] - before[1]
     except Exception as err:  # reported as a failed check, not a crash

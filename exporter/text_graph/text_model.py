@@ -84,8 +84,9 @@ def build_checked_text_model(tokenizer, exported, reference, spec, meta, token_b
     ``reference.encode`` (SentenceTransformer) beyond the export's tolerance, or when an invalid text throws."""
     import tokenizers
 
-    from ..checks.parity import ParityReport, tolerance_for
+    from ..checks.parity import ParityReport
     from ..errors import ParityError, UnsupportedModelError
+    from ..export.precision import served_tolerance
     from . import corpus as hostile
     from .check import compare
     from .families import build, derive, family_of
@@ -112,7 +113,9 @@ def build_checked_text_model(tokenizer, exported, reference, spec, meta, token_b
     module = build_text_model(build(tables), ragged, prompt, device)
 
     texts = _probe_texts(tokenizer, meta.max_seq_len)
-    report = ParityReport(tolerance_for(meta.dtype, device))
+    # The bound verify holds the served text model to: a bf16/int8 export's recorded gate (its rows are fp32's only
+    # within it), else the dtype's parity bound.
+    report = ParityReport(served_tolerance(meta))
     expected = torch.from_numpy(reference.encode(texts, prompt_name=prompt_name) if prompt_name else
                                 reference.encode(texts)).float()
     with torch.inference_mode():
