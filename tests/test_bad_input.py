@@ -148,6 +148,19 @@ def test_failed_parity_writes_nothing(tmp_path, tiny, monkeypatch):
     assert _tree(repo) in (None, [])
 
 
+def test_failed_text_model_check_writes_nothing(tmp_path, tiny, monkeypatch):
+    """The graph text model is built and checked before the token model is written: when its (real) comparison
+    fails, the repository holds neither."""
+    import exporter.export.precision as precision  # the text model's check reads its bound from here
+
+    monkeypatch.setattr(precision, "served_tolerance", lambda _meta: Tolerance(max_abs=-1.0, min_cosine=2.0))
+    repo = tmp_path / "r"
+    with pytest.raises(ParityError, match="graph text model differs"):
+        export_model(tiny, ExportOptions(out=repo, name="m", max_batch_size=2, with_tokenizer=True,
+                                         tokenizer="graph"))
+    assert _tree(repo) in (None, [])
+
+
 def test_float16_on_cpu_is_refused(tmp_path, tiny):
     # The fix offered is one that works on CPU: float32 (bfloat16 is refused there when it misses its parity bound).
     _cli_fails(["trace", tiny, "--out", str(tmp_path / "r"), "--dtype", "float16"], "float16", "--device cuda",

@@ -260,6 +260,12 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
         config_text = quality_header(config_text, quality)
         metadata = replace(_metadata(source, spec, options, variant, config, report, quality),
                            text_prompt_name=text_prompt_name)
+        graph = None
+        if options.with_tokenizer:  # built and checked before anything is written: a failure leaves no token model
+            from .text_models import prepare_text_models
+
+            graph = prepare_text_models(config, metadata, reference.tokenizer, options.tokenizer, exported, reference,
+                                        spec, options.token_budget)
         _say(progress, f"writing {target.version_dir}")
         model_file = _write_version(target, options.force, config_text, metadata, reference.tokenizer, variant,
                                     saved)
@@ -270,8 +276,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
 
         _say(progress, f"writing the text model(s) beside {name} (text in, embeddings out)")
         files += write_text_models(Path(options.out), config, metadata, reference.tokenizer, options.version,
-                                   options.force, options.buckets, config.instance_group[0].kind, options.tokenizer,
-                                   exported, reference, spec, options.token_budget)
+                                   options.force, options.buckets, config.instance_group[0].kind, graph)
     return ExportResult(target, spec, config, metadata, report, files, warnings)
 
 

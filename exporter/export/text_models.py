@@ -215,20 +215,32 @@ def plan_text_models(repo: Path, name: str, version: int, force: bool, ragged: b
         plan_version(Path(repo), model, version, force)
 
 
-def write_text_models(repo: Path, token_config: TritonModelConfig, meta: ExportMetadata, tokenizer,
-                      version: int = 1, force: bool = False, buckets: tuple[int, ...] | None = None,
-                      kind: str = "KIND_CPU", mode: str | None = None, exported=None, reference=None, spec=None,
-                      token_budget: int | None = None) -> list[Path]:
-    """Write the text model(s) into ``repo``, each all-or-nothing; returns their folders. Graph: ``<name>_text``
-    alone, built around ``exported`` (the token model's module) and checked against ``reference``; python:
-    ``<name>_tokenizer`` and ``<name>_text`` (for a ragged token model ``<name>_text`` alone)."""
+def prepare_text_models(token_config: TritonModelConfig, meta: ExportMetadata, tokenizer, mode: str | None = None,
+                        exported=None, reference=None, spec=None, token_budget: int | None = None):
+    """What can fail in making the text models, done before the token model is written so that such a failure
+    leaves the repository as it was: graph, the ``(module, provenance)`` of ``<name>_text`` built around ``exported``
+    (the token model's module) and checked against ``reference``; python, None once the tokenizer is known to have
+    the fast version the Python models need."""
     if tokenizer_mode(mode, tokenizer) == "graph" and exported is not None:
-        return [write_graph_text_model(Path(repo), token_config, meta, tokenizer, exported, reference, spec,
-                                       version, force, token_budget)]
+        from ..text_graph.text_model import build_checked_text_model
+
+        return build_checked_text_model(tokenizer, exported, reference, spec, meta,
+                                        token_budget or DEFAULT_TOKEN_BUDGET)
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError("the model's tokenizer has no fast (tokenizer.json) version",
                                     fix="export without --with-tokenizer and tokenize on the client",
                                     where="--with-tokenizer")
+    return None
+
+
+def write_text_models(repo: Path, token_config: TritonModelConfig, meta: ExportMetadata, tokenizer,
+                      version: int = 1, force: bool = False, buckets: tuple[int, ...] | None = None,
+                      kind: str = "KIND_CPU", graph=None) -> list[Path]:
+    """Write the text model(s) into ``repo``, each all-or-nothing; returns their folders. ``graph`` (from
+    :func:`prepare_text_models`): ``<name>_text`` alone; None: the Python models, ``<name>_tokenizer`` and
+    ``<name>_text`` (for a ragged token model ``<name>_text`` alone)."""
+    if graph is not None:
+        return [write_graph_text_model(Path(repo), token_config, meta, graph, version, force)]
     source = source_label(meta.source)
     if meta.variant == "ragged":
         return [_write_python_model(Path(repo), ragged_text_config(token_config, kind, meta.text_prompt_name),
@@ -271,17 +283,14 @@ def graph_text_config(token_config: TritonModelConfig, warmup: bool = True) -> T
         warmup=(Warmup("empty_text", 1, (TensorConfig(TEXT_INPUT, "TYPE_STRING", (1,)),)),) if warmup else ())
 
 
-def write_graph_text_model(repo: Path, token_config: TritonModelConfig, meta: ExportMetadata, tokenizer, exported,
-                           reference, spec, version: int = 1, force: bool = False,
-                           token_budget: int | None = None) -> Path:
-    """``<name>_text`` as one TorchScript model (tokenizer + ragged encoder), checked before it is written."""
-    from ..text_graph.text_model import build_checked_text_model
-
+def write_graph_text_model(repo: Path, token_config: TritonModelConfig, meta: ExportMetadata, graph,
+                           version: int = 1, force: bool = False) -> Path:
+    """``<name>_text`` as one TorchScript model (tokenizer + ragged encoder): ``graph`` is its checked
+    ``(module, provenance)``."""
     config = graph_text_config(token_config, warmup=bool(token_config.warmup))
     text = config.render(source=source_label(meta.source), template="graph_text.pbtxt.j2")
     target = plan_version(repo, config.name, version, force)
-    module, provenance = build_checked_text_model(tokenizer, exported, reference, spec, meta,
-                                                  token_budget or DEFAULT_TOKEN_BUDGET)
+    module, provenance = graph
     with staged_version(target, force) as staging:
         version_dir = staging / str(version)
         module.save(str(version_dir / "model.pt"))
