@@ -11,7 +11,7 @@ import torch
 from exporter.checks.quality import MIN_TEXTS, QualityReport, neighbour_overlap
 from exporter.errors import QualityError, UnsupportedModelError
 from exporter.export.pipeline import ExportOptions, export_model
-from exporter.export.precision import PrecisionOptions, fast_path_warning
+from exporter.export.precision import PrecisionOptions, fast_path_warning, merge_dependence_warning
 from exporter.export.quantize import Int8Linear, quantize_int8, smoothing_scales
 from model_factory import random_model
 
@@ -154,6 +154,13 @@ def test_options_it_refuses(kwargs, where):
     with pytest.raises(UnsupportedModelError) as caught:
         ExportOptions(**kwargs).validate()
     assert caught.value.where == where
+
+
+def test_merge_dependence_is_warned_where_chunks_are_padded():
+    # the measurement behind it is test_precision_served's strict xfail (an int8 graph text row alone vs merged)
+    assert "ragged export" in merge_dependence_warning("int8", True, False)
+    assert "graph text model" in merge_dependence_warning("bf16", False, True)
+    assert merge_dependence_warning("int8", False, False) is None and merge_dependence_warning("fp32", True, True) is None
 
 
 def test_fast_path_warning_names_the_missing_flags():

@@ -14,8 +14,9 @@ from ..checks.parity import ParityReport, tolerance_for
 from ..errors import ParityError, UnsupportedModelError
 from .batching import BATCHING_MODES, DEFAULT_TOKEN_BUDGET, OFFSETS_INPUT
 from .metadata import TOKENIZER_DIR, ExportMetadata, library_versions
-from .precision import (PrecisionOptions, apply_precision, check_target, fast_path_warning, quality_gate,
-                        quality_header, record_quality, recorded_dtype, resolve_precision, validate_precision)
+from .precision import (PrecisionOptions, apply_precision, check_target, fast_path_warning, merge_dependence_warning,
+                        quality_gate, quality_header, record_quality, recorded_dtype, resolve_precision,
+                        validate_precision)
 from .reference import load_reference
 from .repository import VersionTarget, default_model_name, plan_version, staged_version
 from .spec import ModelSpec, SpecOverrides, read_spec, source_label
@@ -208,7 +209,9 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     options.validate()
     options = resolve_precision(options)
     variant = options.variant
-    warnings = [w for w in (fast_path_warning(options.precision),) if w]
+    warnings = [w for w in (fast_path_warning(options.precision),
+                            merge_dependence_warning(options.precision, options.ragged,
+                                                     options.with_tokenizer and options.tokenizer != "python")) if w]
     if options.dtype == "bfloat16":
         warning = cpu_bf16_warning(options.device)
         if warning:
