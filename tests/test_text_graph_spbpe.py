@@ -3,7 +3,8 @@ tokenizers built here: a BPE model trained by SentencePiece itself with byte fal
 ``GemmaTokenizer`` (``Replace(" " -> "▁")``, ``Split(" ", merged_with_previous)``, ``fuse_unk``, ``<bos>`` template)
 from the merges transformers' converter derives: 0 mismatches on a sample of every hostile-corpus group, for Gemma's
 layout and variants (Llama 2's ``Prepend``, missing byte tokens, no byte fallback, unknowns not fused,
-``ignore_merges``); what it cannot reproduce is refused by name."""
+``ignore_merges``); what it cannot reproduce is refused by name; and a random gemma3_text (EmbeddingGemma's shape)
+with that tokenizer, exported with ``--with-tokenizer``, gets the graph text model by default, equal to ``encode()``."""
 from __future__ import annotations
 
 import io
@@ -20,7 +21,12 @@ from exporter.text_graph.families import derive, family_of
 
 @lru_cache(maxsize=1)
 def gemma_tokenizer_json() -> str:
-    """Gemma's tokenizer.json layout around a SentencePiece BPE model (byte fallback) trained here on local text."""
+    return gemma_tokenizer().backend_tokenizer.to_str()
+
+
+def gemma_tokenizer():
+    """Gemma's tokenizer (transformers' GemmaTokenizer) around a SentencePiece BPE model (byte fallback) trained here
+    on local text."""
     import sentencepiece
     from transformers import GemmaTokenizer
     from transformers.convert_slow_tokenizer import import_protobuf
@@ -41,9 +47,8 @@ def gemma_tokenizer_json() -> str:
     scores = [(p.piece, p.score) for p in proto.pieces]
     vocab = {piece: i for i, (piece, _) in enumerate(scores)}
     merges = generate_merges(vocab, scores)
-    tok = GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True,
-                         additional_special_tokens=["<start_of_turn>", "<end_of_turn>"])
-    return tok.backend_tokenizer.to_str()
+    return GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True,
+                          additional_special_tokens=["<start_of_turn>", "<end_of_turn>"])
 
 
 def _gemma(edit=None) -> Tokenizer:
@@ -158,3 +163,31 @@ def test_unsupported_parts_are_named():
                        (normalized_token, "added_tokens")):
         with pytest.raises(UnsupportedModelError, match=part):
             derive(_gemma(edit), 64)
+
+
+GEMMA_TEXTS = ["it's a test", "", "a <start_of_turn> in text " * 6, "中文 naïve 😀 ᚠᚢᚦ", b"bad \xff bytes", "  two  spaces"]
+
+
+def test_gemma3_export_gets_the_graph_text_model(tmp_path):
+    """A random gemma3_text (mean pooling, two Dense layers, Normalize) with the Gemma tokenizer built here: the
+    default --with-tokenizer writes only the token model and the graph text model, whose rows equal encode()."""
+    import numpy as np
+    import torch
+    from family_models import family_model
+    from sentence_transformers import SentenceTransformer
+
+    from exporter.export.pipeline import ExportOptions, export_model
+
+    src = family_model(tmp_path / "src", "gemma3_text", max_seq_len=48, tokenizer=gemma_tokenizer())
+    repo = tmp_path / "repo"
+    export_model(src, ExportOptions(out=repo, name="g", max_batch_size=8, max_queue_delay_us=20000,
+                                    with_tokenizer=True))
+    assert sorted(p.name for p in repo.iterdir()) == ["g", "g_text"]
+    provenance = json.loads((repo / "g_text" / "1" / "text_graph.json").read_text())
+    assert provenance["tokenizer"] == "sentencepiece_bpe" and provenance["exactness_sample"]["mismatches"] == 0
+    want = SentenceTransformer(src, device="cpu").encode(
+        [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in GEMMA_TEXTS], convert_to_numpy=True)
+    module = torch.jit.load(str(repo / "g_text" / "1" / "model.pt"))
+    with torch.inference_mode():
+        got = module(GEMMA_TEXTS).numpy()
+    assert np.abs(got - want).max() <= 1e-5
