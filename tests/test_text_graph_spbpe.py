@@ -168,26 +168,48 @@ def test_unsupported_parts_are_named():
 GEMMA_TEXTS = ["it's a test", "", "a <start_of_turn> in text " * 6, "中文 naïve 😀 ᚠᚢᚦ", b"bad \xff bytes", "  two  spaces"]
 
 
-def test_gemma3_export_gets_the_graph_text_model(tmp_path):
-    """A random gemma3_text (mean pooling, two Dense layers, Normalize) with the Gemma tokenizer built here: the
-    default --with-tokenizer writes only the token model and the graph text model, whose rows equal encode()."""
-    import numpy as np
-    import torch
+
+@pytest.fixture(scope="module")
+def gemma3(tmp_path_factory):
+    """A random gemma3_text (mean pooling, two Dense layers, Normalize) with the Gemma tokenizer built here, exported
+    with --with-tokenizer (default mode), and its encode() rows for GEMMA_TEXTS (invalid bytes read as
+    decode("utf-8", "replace"))."""
     from family_models import family_model
     from sentence_transformers import SentenceTransformer
 
     from exporter.export.pipeline import ExportOptions, export_model
 
-    src = family_model(tmp_path / "src", "gemma3_text", max_seq_len=48, tokenizer=gemma_tokenizer())
-    repo = tmp_path / "repo"
-    export_model(src, ExportOptions(out=repo, name="g", max_batch_size=8, max_queue_delay_us=20000,
+    tmp = tmp_path_factory.mktemp("gemma3_spbpe")
+    src = family_model(tmp / "src", "gemma3_text", max_seq_len=48, tokenizer=gemma_tokenizer())
+    export_model(src, ExportOptions(out=tmp / "repo", name="g", max_batch_size=8, max_queue_delay_us=20000,
                                     with_tokenizer=True))
+    want = SentenceTransformer(src, device="cpu").encode(
+        [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in GEMMA_TEXTS], convert_to_numpy=True)
+    return tmp / "repo", want
+
+
+def test_gemma3_export_gets_the_graph_text_model(gemma3):
+    """The default --with-tokenizer writes only the token model and the graph text model, whose rows equal
+    encode()."""
+    import numpy as np
+    import torch
+
+    repo, want = gemma3
     assert sorted(p.name for p in repo.iterdir()) == ["g", "g_text"]
     provenance = json.loads((repo / "g_text" / "1" / "text_graph.json").read_text())
     assert provenance["tokenizer"] == "sentencepiece_bpe" and provenance["exactness_sample"]["mismatches"] == 0
-    want = SentenceTransformer(src, device="cpu").encode(
-        [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in GEMMA_TEXTS], convert_to_numpy=True)
     module = torch.jit.load(str(repo / "g_text" / "1" / "model.pt"))
     with torch.inference_mode():
         got = module(GEMMA_TEXTS).numpy()
     assert np.abs(got - want).max() <= 1e-5
+
+
+def test_gemma3_text_model_served_on_nvidia(binary, nvidia_backend, gemma3, tmp_path):
+    """The same model through NVIDIA's backend: texts merged from concurrent requests, invalid bytes included."""
+    import numpy as np
+
+    import _triton_fixtures as fx
+
+    repo, want = gemma3
+    got = fx.served_text_rows(repo, "g_text", GEMMA_TEXTS, binary, tmp_path / "triton.log")
+    assert np.abs(got - np.concatenate([want] * 3, axis=0)).max() <= 1e-5
