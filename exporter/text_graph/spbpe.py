@@ -2,9 +2,10 @@
 
 Between the added tokens (:class:`scripted.ScriptedTokenizer`), each stretch's spaces become the replacement
 character (``Prepend`` before it when the normalizer has one) and the stretch is one BPE word (``spbpe_tables``):
-characters to ids, byte fallback, unknown fusing, then merges on ids by rank. When no merge joins a non-space to a
-following space (checked on the merges at export), the word is merged piece by piece, each piece a run of spaces and
-the characters after it, which gives the same ids in linear rather than quadratic time and lets truncation stop early.
+characters to ids, byte fallback, unknown fusing, then merges on ids by rank. A boundary before a run of spaces is
+one no merge can cross when no merge joins the character before it to a following space (read off the merges at
+export), so the word is merged piece by piece between such boundaries, which gives the same ids in about linear
+rather than quadratic time and lets truncation stop early.
 """
 # No ``from __future__ import annotations``: TorchScript reads the class annotations below as types.
 from typing import Dict, List
@@ -20,6 +21,7 @@ class SentencePieceBPETokenizer(ScriptedTokenizer):
     merges: Dict[int, int]
     byte_ids: List[int]
     prepend: List[str]
+    joins_space: Dict[str, bool]
 
     def __init__(self, tables: SentencePieceBPETables):
         super().__init__(tables)
@@ -34,6 +36,8 @@ class SentencePieceBPETokenizer(ScriptedTokenizer):
         self.replace_space = tables.replace_space
         self.prepend = list(tables.prepend)
         self.chunked = tables.chunked
+        self.joins_space = dict(tables.joins_space)
+        self.symbol_end = ">"  # the last character of a byte or unknown token's string
         self.blank = " "
 
     def _word(self, chars: List[str], ids: List[int]) -> None:
@@ -97,10 +101,20 @@ class SentencePieceBPETokenizer(ScriptedTokenizer):
         pos = 0
         while pos < n and len(ids) < self.budget:
             stop = pos
-            while stop < n and chars[stop] == self.space:
-                stop += 1
-            while stop < n and chars[stop] != self.space:
-                stop += 1
+            while stop < n:
+                while stop < n and chars[stop] == self.space:
+                    stop += 1
+                while stop < n and chars[stop] != self.space:
+                    stop += 1
+                if stop >= n:
+                    break
+                last = chars[stop - 1]
+                if last not in self.vocab:
+                    if self.unk_id < 0:
+                        continue  # it may write nothing (dropped): the symbol before the spaces is not known here
+                    last = self.symbol_end
+                if last not in self.joins_space:
+                    break  # no merge crosses into the spaces that follow
             self._word(chars[pos:stop], ids)
             pos = stop
 

@@ -30,7 +30,10 @@ class SentencePieceBPETables(AddedTables):
     space: str = " "  # what a space becomes (Replace's content)
     replace_space: bool = False
     prepend: list[str] = field(default_factory=list)  # Prepend's characters, written before every non-empty stretch
-    chunked: bool = False  # no merge crosses a non-space -> space boundary: words are merged one by one
+    chunked: bool = False  # the space has an id of its own: words can be merged one by one
+    # Characters that some merge joins to a space after them (a left piece ending in one, a right one starting with
+    # the space; ">" stands for byte and unknown tokens): a word boundary after one of them is not cut.
+    joins_space: dict[str, bool] = field(default_factory=dict)
 
 
 def _is_space_replace(step: dict) -> bool:
@@ -93,17 +96,18 @@ def derive_spbpe_tables(backend, max_seq_len: int) -> SentencePieceBPETables:
     vocab = backend.get_vocab(with_added_tokens=False)
     width = max(vocab.values()) + 1
     merges: dict[int, int] = {}
-    crossing = False
+    joins_space: dict[str, bool] = {}
     space, replace_space, prepend = _normalizer_parts(steps_of(data.get("normalizer"), "normalizer"))
     for rank, merge in enumerate(model["merges"]):
         left, right = merge if isinstance(merge, list) else merge.split(" ", 1)
         # A later duplicate replaces an earlier one, as the library's merge map is built.
         merges[vocab[left] * width + vocab[right]] = rank * width + vocab[left + right]
-        crossing = crossing or (right.startswith(space) and not left.endswith(space))
+        if right.startswith(space) and not left.endswith(space):
+            joins_space[left[-1]] = True
     unk = model.get("unk_token")
     return SentencePieceBPETables(
         vocab=vocab, merges=merges, width=width,
         byte_ids=byte_fallback_ids(vocab) if model.get("byte_fallback") else [],
         unk_id=vocab[unk] if unk is not None else -1, fuse_unk=bool(model.get("fuse_unk")),
         ignore_merges=bool(model.get("ignore_merges")), space=space, replace_space=replace_space, prepend=prepend,
-        chunked=space in vocab and not crossing, **added_tables(backend, max_seq_len))
+        chunked=space in vocab, joins_space=joins_space, **added_tables(backend, max_seq_len))
