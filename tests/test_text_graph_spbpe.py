@@ -158,6 +158,10 @@ def test_unsupported_parts_are_named():
     def split_without_replace(data):
         data["normalizer"] = None
 
+    def prepend_space(data):  # Prepend(" ") after the Replace: Split(" ") would split on it
+        data["normalizer"] = {"type": "Sequence", "normalizers": [data["normalizer"],
+                                                                  {"type": "Prepend", "prepend": " "}]}
+
     def unk_outside(data):
         data["model"]["unk_token"] = "<nope>"
 
@@ -165,7 +169,7 @@ def test_unsupported_parts_are_named():
         data["added_tokens"][-1]["normalized"] = True
 
     for edit, part in ((dropout, "model.dropout"), (nfkc, "normalizer"), (metaspace, "pre_tokenizer"),
-                       (split_without_replace, "pre_tokenizer"), (unk_outside, "model.unk_token"),
+                       (split_without_replace, "pre_tokenizer"), (unk_outside, "model.unk_token"), (prepend_space, "normalizer"),
                        (normalized_token, "added_tokens")):
         with pytest.raises(UnsupportedModelError, match=part):
             derive(_gemma(edit), 64)

@@ -60,6 +60,9 @@ def unsupported_spbpe(data: dict):
                                           "SentencePiece-style BPE (Replace of ' ' by one character, Prepend)")
     replaces = any(s["type"] == "Replace" for s in steps)
     pre = steps_of(data.get("pre_tokenizer"), "pretokenizer")
+    if pre and " " in "".join(_normalizer_parts(steps)[2]):
+        return _unsupported("normalizer", "a Prepend that leaves a space for the Split pre-tokenizer is not "
+                                          "reproduced")
     if pre and not (replaces and all(p.get("type") == "Split" and p.get("pattern") == {"String": " "}
                                      and not p.get("invert") for p in pre)):
         return _unsupported("pre_tokenizer", f"the pre-tokenizer {[p.get('type') for p in pre]} is not none or "
