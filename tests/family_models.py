@@ -103,9 +103,11 @@ def train_tokenizer(kind: str, vocab_size: int = 600, padding_side: str = "right
 
 
 def family_model(folder: Path, model_type: str, recipe: Recipe | None = None, seed: int = 0,
-                 positions: int = POSITIONS, max_seq_len: int = MAX_SEQ_LEN, shape: dict | None = None) -> str:
+                 positions: int = POSITIONS, max_seq_len: int = MAX_SEQ_LEN, shape: dict | None = None,
+                 tokenizer=None) -> str:
     """A sentence-transformers folder of a random ``model_type`` model from its registry entry's tiny config (or
-    ``shape``: other sizes, e.g. a real checkpoint's for a benchmark)."""
+    ``shape``: other sizes, e.g. a real checkpoint's for a benchmark), with ``tokenizer`` (a transformers tokenizer)
+    instead of one of its family's kind trained here when given."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules.dense import Dense
     from sentence_transformers.base.modules.normalize import Normalize
@@ -117,7 +119,7 @@ def family_model(folder: Path, model_type: str, recipe: Recipe | None = None, se
     recipe = recipe or RECIPES.get(model_type, Recipe())
     folder.mkdir(parents=True, exist_ok=True)
     hf_dir = folder / "hf"
-    tokenizer = train_tokenizer(arch.tokenizer_kind, padding_side=recipe.padding_side)
+    tokenizer = tokenizer or train_tokenizer(arch.tokenizer_kind, padding_side=recipe.padding_side)
     ids = {k: getattr(tokenizer, f"{k}_token_id") for k in ("pad", "bos", "eos", "cls", "sep", "mask")}
     special = {f"{k}_token_id": v for k, v in ids.items() if v is not None}
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), max_position_embeddings=positions,

@@ -188,12 +188,3 @@ def test_xlmr_text_model_served_on_nvidia(binary, nvidia_backend, xlmr, tmp_path
     got = fx.served_text_rows(repo, "xr_text", XLMR_TEXTS, binary, tmp_path / "triton.log")
     assert np.abs(got - np.concatenate([want] * 3, axis=0)).max() <= 1e-5
 
-
-def test_sentencepiece_bpe_is_refused_by_name():
-    """Gemma / Llama 2 style BPE (characters, byte fallback, spaces as U+2581) is not reproduced: refused naming it."""
-    vocab = {"<unk>": 0, "\u2581": 1, "a": 2, "\u2581a": 3, **{f"<0x{b:02X}>": 4 + b for b in range(256)}}
-    tok = Tokenizer(models.BPE(vocab, [("\u2581", "a")], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Replace(" ", "\u2581")
-    assert tok.encode("a \u00e9").tokens[-2:] == ["<0xC3>", "<0xA9>"]  # byte fallback is what it does
-    with pytest.raises(UnsupportedModelError, match="SentencePiece-style BPE.*model.byte_fallback"):
-        derive(tok, 64)

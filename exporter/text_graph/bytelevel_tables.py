@@ -6,7 +6,8 @@ The ByteLevel pre-tokenizer splits with GPT-2's pattern (contractions, `` ?\\p{L
 number, other or space. Each class comes from the library's own pre-tokenizer (is the character glued to a letter, a
 digit, a ``!`` before it?), which also pins the Unicode version; the byte-to-character map comes from the same
 pre-tokenizer on characters of every UTF-8 length; vocabulary and merge ranks from the model. Anything else (a
-normalizer, another pre-tokenizer, dropout, subword affixes, byte fallback) is refused by name.
+normalizer, another pre-tokenizer, dropout, subword affixes, byte fallback) is refused by name; BPE without the
+ByteLevel pre-tokenizer is SentencePiece-style (``spbpe_tables``).
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def unsupported_bytelevel(data: dict):
     """Why the tokenizer JSON ``data`` (model BPE) is no byte-level BPE the graph reproduces, or None."""
     model = data["model"]
     if model.get("byte_fallback"):
-        return _unsupported("model.byte_fallback", "SentencePiece-style BPE with byte fallback (Gemma, Llama 2 "
-                                                   "style) is not reproduced")
+        return _unsupported("model.byte_fallback", "byte fallback beside the ByteLevel pre-tokenizer is not "
+                                                   "reproduced (SentencePiece-style BPE, without ByteLevel, is)")
     if data.get("normalizer") is not None:
         return _unsupported("normalizer", f"a {data['normalizer'].get('type')} normalizer before byte-level BPE "
                                           "is not reproduced (NFC and others depend on neighbouring characters)")

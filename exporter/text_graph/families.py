@@ -1,6 +1,7 @@
 """The tokenizer families the graph reproduces, by the model type in the tokenizer's JSON: WordPiece (BERT, MPNet,
-MiniLM, GTE, ...), byte-level BPE (RoBERTa, ModernBERT style) and Unigram (XLM-R, multilingual-e5, bge-m3 style). One place to ask whether a tokenizer is supported,
-to derive its tables and to script them."""
+MiniLM, GTE, ...), byte-level BPE (RoBERTa, ModernBERT style), Unigram (XLM-R, multilingual-e5, bge-m3 style) and
+SentencePiece-style BPE (Gemma, EmbeddingGemma: BPE without the ByteLevel pre-tokenizer). One place to ask whether a
+tokenizer is supported, to derive its tables and to script them."""
 from __future__ import annotations
 
 import json
@@ -8,14 +9,29 @@ import json
 import torch
 
 from .bytelevel_tables import ByteLevelTables, derive_bytelevel_tables, unsupported_bytelevel
+from .spbpe_tables import SentencePieceBPETables, derive_spbpe_tables, unsupported_spbpe
 from .tables import AddedTables, _unsupported, derive_tables, unsupported_part
 from .unigram_tables import UnigramTables, derive_unigram_tables, unsupported_unigram
 
 FAMILIES = {"WordPiece": "wordpiece", "BPE": "bytelevel_bpe", "Unigram": "unigram"}
 
 
+def _is_bytelevel(data: dict) -> bool:
+    """BPE is byte-level when its pre-tokenizer is ByteLevel (alone or in a sequence); else SentencePiece-style."""
+    pre = data.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    return any(step.get("type") == "ByteLevel" for step in steps)
+
+
+def _family(data: dict) -> str | None:
+    kind = (data.get("model") or {}).get("type")
+    if kind == "BPE" and not _is_bytelevel(data):
+        return "sentencepiece_bpe"
+    return FAMILIES.get(kind)
+
+
 def family_of(backend) -> str | None:
-    return FAMILIES.get((json.loads(backend.to_str()).get("model") or {}).get("type"))
+    return _family(json.loads(backend.to_str()))
 
 
 def unsupported(backend):
@@ -24,12 +40,14 @@ def unsupported(backend):
     kind = (data.get("model") or {}).get("type")
     if kind == "WordPiece":
         return unsupported_part(backend)
+    if _family(data) == "sentencepiece_bpe":
+        return unsupported_spbpe(data)
     if kind == "BPE":
         return unsupported_bytelevel(data)
     if kind == "Unigram":
         return unsupported_unigram(data)
-    return _unsupported("model.type", f"the tokenizer model is {kind}; the graph has WordPiece, byte-level BPE and "
-                                      "Unigram")
+    return _unsupported("model.type", f"the tokenizer model is {kind}; the graph has WordPiece, byte-level BPE, "
+                                      "Unigram and SentencePiece-style BPE")
 
 
 def derive(backend, max_seq_len: int) -> AddedTables:
@@ -40,6 +58,8 @@ def derive(backend, max_seq_len: int) -> AddedTables:
         return derive_bytelevel_tables(backend, max_seq_len)
     if family_of(backend) == "unigram":
         return derive_unigram_tables(backend, max_seq_len)
+    if family_of(backend) == "sentencepiece_bpe":
+        return derive_spbpe_tables(backend, max_seq_len)
     return derive_tables(backend, max_seq_len)
 
 
@@ -48,6 +68,10 @@ def build(tables: AddedTables) -> torch.jit.ScriptModule:
         from .bytelevel import build_bytelevel
 
         return build_bytelevel(tables)
+    if isinstance(tables, SentencePieceBPETables):
+        from .spbpe import build_spbpe
+
+        return build_spbpe(tables)
     if isinstance(tables, UnigramTables):
         from .unigram import build_unigram
 

@@ -41,6 +41,7 @@ class ScriptedTokenizer(torch.nn.Module):
         self.prefix_ids = list(tables.prefix_ids)
         self.suffix_ids = list(tables.suffix_ids)
         self.budget = tables.budget
+        self.ill_formed = "\ufffd"  # what an ill-formed byte sequence reads as
 
     def _span(self, text: str, start: int, end: int, ids: List[int]) -> None:
         """Tokenize the bytes ``text[start:end]`` (no added token inside) onto ``ids``; a subclass's model."""
@@ -85,6 +86,23 @@ class ScriptedTokenizer(torch.nn.Module):
             cp = (cp << 6) | (c & 0x3F)
             j += 1
         return cp, j
+
+    def _chars(self, text: str, start: int, end: int) -> List[str]:
+        """The characters of the bytes ``text[start:end]`` as UTF-8 strings, each ill-formed sequence as U+FFFD."""
+        chars: List[str] = []
+        i = start
+        while i < end:
+            if ord(text[i]) < 0x80:
+                chars.append(text[i])
+                i += 1
+                continue
+            cp, nxt = self._next_char(text, i, end)
+            if cp == 0xFFFD and text[i:nxt] != self.ill_formed:
+                chars.append(self.ill_formed)
+            else:
+                chars.append(text[i:nxt])
+            i = nxt
+        return chars
 
     def _match(self, text: str, start: int) -> List[int]:
         """The next added token in ``text`` from byte ``start``: [begin, end, index], leftmost then longest;

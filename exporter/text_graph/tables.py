@@ -58,6 +58,14 @@ class WordPieceTables(AddedTables):
     max_chars: int  # max_input_chars_per_word
 
 
+def steps_of(node: dict | None, kind: str) -> list[dict]:
+    """The steps of a normalizer or pre-tokenizer JSON node (``kind``: "normalizer" or "pretokenizer"), a
+    ``Sequence`` unrolled; none for null."""
+    if node is None:
+        return []
+    return node.get(kind + "s", []) if node.get("type") == "Sequence" else [node]
+
+
 def _unsupported(part: str, detail: str) -> UnsupportedModelError:
     return UnsupportedModelError(f"--tokenizer graph cannot reproduce this tokenizer exactly: {detail}", fix=FIX,
                                  where=f"tokenizer.json {part}")
@@ -213,6 +221,11 @@ def _whitespace() -> dict[int, bool]:
     split = WhitespaceSplit()
     return {cp: True for cp in range(0x110000)
             if cp not in _SURROGATES and len(split.pre_tokenize_str("x" + chr(cp) + "x")) == 2}
+
+
+def byte_fallback_ids(vocab: dict[str, int]) -> list[int]:
+    """The ids of the byte tokens ``<0x00>`` .. ``<0xFF>`` byte fallback writes (-1 where the vocabulary lacks one)."""
+    return [vocab.get(f"<0x{b:02X}>", -1) for b in range(256)]
 
 
 def added_tables(backend, max_seq_len: int) -> dict:

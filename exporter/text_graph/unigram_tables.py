@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .tables import AddedTables, _unsupported, _whitespace, added_tables
+from .tables import AddedTables, _unsupported, _whitespace, added_tables, byte_fallback_ids, steps_of
 
 NEVER, ALWAYS, FIRST = 0, 1, 2
 _SCHEMES = {"never": NEVER, "always": ALWAYS, "first": FIRST}
@@ -42,12 +42,6 @@ class UnigramTables(AddedTables):
     byte_ids: list[int] = field(default_factory=list)  # byte fallback: <0xXX> ids (-1: missing); empty: none
 
 
-def _steps(node: dict | None, kind: str) -> list[dict]:
-    if node is None:
-        return []
-    return node.get(kind + "s", []) if node.get("type") == "Sequence" else [node]
-
-
 def _is_collapse(step: dict) -> bool:
     return step.get("type") == "Replace" and step.get("pattern") == {"Regex": " {2,}"} and step.get("content") == " "
 
@@ -58,7 +52,7 @@ def unsupported_unigram(data: dict):
     if model.get("unk_id") is None:
         return _unsupported("model.unk_id", "a Unigram model without an unknown token (the library fails on an "
                                             "unknown character) is not reproduced")
-    steps = _steps(data.get("normalizer"), "normalizer")
+    steps = steps_of(data.get("normalizer"), "normalizer")
     names = [s.get("type") for s in steps]
     if names not in ([], ["Precompiled"], ["Replace"], ["Precompiled", "Replace"]) or (
             "Replace" in names and not _is_collapse(steps[-1])):
@@ -66,7 +60,7 @@ def unsupported_unigram(data: dict):
                                           "then Replace of ' {2,}' by ' ')")
     if "Precompiled" in names and not steps[0].get("precompiled_charsmap"):
         return _unsupported("normalizer.precompiled_charsmap", "a Precompiled normalizer without a charsmap")
-    pre = _steps(data.get("pre_tokenizer"), "pretokenizer")
+    pre = steps_of(data.get("pre_tokenizer"), "pretokenizer")
     kinds = [p.get("type") for p in pre]
     if kinds not in (["Metaspace"], ["WhitespaceSplit", "Metaspace"]):
         return _unsupported("pre_tokenizer", f"the pre-tokenizer {kinds} is not Metaspace (alone or after "
@@ -121,8 +115,8 @@ def derive_unigram_tables(backend, max_seq_len: int) -> UnigramTables:
     if problem is not None:
         raise problem
     model = data["model"]
-    steps = _steps(data.get("normalizer"), "normalizer")
-    pre = _steps(data.get("pre_tokenizer"), "pretokenizer")
+    steps = steps_of(data.get("normalizer"), "normalizer")
+    pre = steps_of(data.get("pre_tokenizer"), "pretokenizer")
     meta = pre[-1]
     single, multi, classes = {}, {}, {}
     precompiled = bool(steps) and steps[0]["type"] == "Precompiled"
@@ -133,7 +127,7 @@ def derive_unigram_tables(backend, max_seq_len: int) -> UnigramTables:
         classes = grapheme_classes()
     scores = [float(score) for _, score in model["vocab"]]
     vocab = backend.get_vocab(with_added_tokens=False)
-    byte_ids = [vocab.get(f"<0x{b:02X}>", -1) for b in range(256)] if model.get("byte_fallback") else []
+    byte_ids = byte_fallback_ids(vocab) if model.get("byte_fallback") else []
     whitespace_split = pre[0]["type"] == "WhitespaceSplit"
     return UnigramTables(
         single=single, multi=multi, classes=classes, precompiled=precompiled,
