@@ -320,3 +320,31 @@ def served_text_rows(repo: Path, model: str, texts: list, binary, log_path: Path
     with TritonServer(repo, binary=binary, backend="nvidia", log_path=log_path) as server:
         with ThreadPoolExecutor(len(texts)) as pool:
             return np.concatenate(list(pool.map(one, list(texts) * copies)), axis=0)
+
+
+def export_with_graph_text(src, out: Path, name: str, texts: list):
+    """``src`` exported with --with-tokenizer (the default, graph text model) into ``out`` as ``name``, and its
+    sentence-transformers rows for ``texts`` (invalid bytes read as ``decode("utf-8", "replace")``)."""
+    from sentence_transformers import SentenceTransformer
+
+    from exporter.export.pipeline import ExportOptions, export_model
+
+    export_model(str(src), ExportOptions(out=out, name=name, max_batch_size=8, max_queue_delay_us=20000,
+                                         with_tokenizer=True))
+    want = SentenceTransformer(str(src), device="cpu").encode(
+        [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in texts], convert_to_numpy=True)
+    return out, want
+
+
+def check_graph_text_export(repo: Path, name: str, family: str, texts: list, want) -> None:
+    """The export holds only ``name`` and its graph text model, whose tokenizer is ``family`` with no mismatch on its
+    export sample, and whose rows for ``texts`` equal ``want`` in process."""
+    import json
+
+    assert sorted(p.name for p in repo.iterdir()) == [name, f"{name}_text"]
+    provenance = json.loads((repo / f"{name}_text" / "1" / "text_graph.json").read_text())
+    assert provenance["tokenizer"] == family and provenance["exactness_sample"]["mismatches"] == 0
+    module = torch.jit.load(str(repo / f"{name}_text" / "1" / "model.pt"))
+    with torch.inference_mode():
+        got = module(texts).numpy()
+    assert abs(got - want).max() <= 1e-5

@@ -100,34 +100,18 @@ def roberta(tmp_path_factory):
     """A random RoBERTa with a byte-level BPE tokenizer trained here, exported with --with-tokenizer (default mode),
     and its encode() rows for ROBERTA_TEXTS (invalid bytes read as decode("utf-8", "replace"))."""
     from model_factory import random_model
-    from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedTokenizerFast
-
-    from exporter.export.pipeline import ExportOptions, export_model
 
     tmp = tmp_path_factory.mktemp("roberta_bpe")
     src = random_model(tmp / "src", "roberta", max_seq_length=48)
     PreTrainedTokenizerFast(tokenizer_object=_edited(trained_bpe().to_str(), _mask_lstrip), bos_token="<s>",
                             eos_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
                             cls_token="<s>", sep_token="</s>").save_pretrained(src)
-    export_model(src, ExportOptions(out=tmp / "repo", name="rb", max_batch_size=8, max_queue_delay_us=20000,
-                                    with_tokenizer=True))
-    want = SentenceTransformer(src, device="cpu").encode(
-        [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in ROBERTA_TEXTS], convert_to_numpy=True)
-    return tmp / "repo", want
+    return fx.export_with_graph_text(src, tmp / "repo", "rb", ROBERTA_TEXTS)
 
 
 def test_roberta_export_gets_the_graph_text_model(roberta):
-    import torch
-
-    repo, want = roberta
-    assert sorted(p.name for p in repo.iterdir()) == ["rb", "rb_text"]
-    provenance = json.loads((repo / "rb_text" / "1" / "text_graph.json").read_text())
-    assert provenance["tokenizer"] == "bytelevel_bpe" and provenance["exactness_sample"]["mismatches"] == 0
-    module = torch.jit.load(str(repo / "rb_text" / "1" / "model.pt"))
-    with torch.inference_mode():
-        got = module(ROBERTA_TEXTS).numpy()
-    assert abs(got - want).max() <= 1e-5
+    fx.check_graph_text_export(*roberta[:1], "rb", "bytelevel_bpe", ROBERTA_TEXTS, roberta[1])
 
 
 def test_roberta_text_model_served_on_nvidia(binary, nvidia_backend, roberta, tmp_path):

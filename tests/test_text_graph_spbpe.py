@@ -14,6 +14,7 @@ from functools import lru_cache
 import pytest
 from tokenizers import Tokenizer
 
+import _triton_fixtures as fx
 from exporter.errors import UnsupportedModelError
 from exporter.text_graph.check import check_tokenizer, compare
 from exporter.text_graph.families import derive, family_of
@@ -185,40 +186,21 @@ def gemma3(tmp_path_factory):
     with --with-tokenizer (default mode), and its encode() rows for GEMMA_TEXTS (invalid bytes read as
     decode("utf-8", "replace"))."""
     from family_models import family_model
-    from sentence_transformers import SentenceTransformer
-
-    from exporter.export.pipeline import ExportOptions, export_model
 
     tmp = tmp_path_factory.mktemp("gemma3_spbpe")
     src = family_model(tmp / "src", "gemma3_text", max_seq_len=48, tokenizer=gemma_tokenizer())
-    export_model(src, ExportOptions(out=tmp / "repo", name="g", max_batch_size=8, max_queue_delay_us=20000,
-                                    with_tokenizer=True))
-    want = SentenceTransformer(src, device="cpu").encode(
-        [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in GEMMA_TEXTS], convert_to_numpy=True)
-    return tmp / "repo", want
+    return fx.export_with_graph_text(src, tmp / "repo", "g", GEMMA_TEXTS)
 
 
 def test_gemma3_export_gets_the_graph_text_model(gemma3):
     """The default --with-tokenizer writes only the token model and the graph text model, whose rows equal
     encode()."""
-    import numpy as np
-    import torch
-
-    repo, want = gemma3
-    assert sorted(p.name for p in repo.iterdir()) == ["g", "g_text"]
-    provenance = json.loads((repo / "g_text" / "1" / "text_graph.json").read_text())
-    assert provenance["tokenizer"] == "sentencepiece_bpe" and provenance["exactness_sample"]["mismatches"] == 0
-    module = torch.jit.load(str(repo / "g_text" / "1" / "model.pt"))
-    with torch.inference_mode():
-        got = module(GEMMA_TEXTS).numpy()
-    assert np.abs(got - want).max() <= 1e-5
+    fx.check_graph_text_export(*gemma3[:1], "g", "sentencepiece_bpe", GEMMA_TEXTS, gemma3[1])
 
 
 def test_gemma3_text_model_served_on_nvidia(binary, nvidia_backend, gemma3, tmp_path):
     """The same model through NVIDIA's backend: texts merged from concurrent requests, invalid bytes included."""
     import numpy as np
-
-    import _triton_fixtures as fx
 
     repo, want = gemma3
     got = fx.served_text_rows(repo, "g_text", GEMMA_TEXTS, binary, tmp_path / "triton.log")

@@ -146,10 +146,7 @@ def xlmr(tmp_path_factory):
     """A random XLM-R with the SentencePiece-trained Unigram tokenizer, exported with --with-tokenizer (default
     mode), and its encode() rows for XLMR_TEXTS (invalid bytes read as decode("utf-8", "replace"))."""
     from model_factory import random_model
-    from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedTokenizerFast
-
-    from exporter.export.pipeline import ExportOptions, export_model
 
     tmp = tmp_path_factory.mktemp("xlmr_unigram")
     src = tmp / "src"
@@ -160,24 +157,11 @@ def xlmr(tmp_path_factory):
     PreTrainedTokenizerFast(tokenizer_object=xlmr_tokenizer(), bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                             unk_token="<unk>", mask_token="<mask>", cls_token="<s>",
                             sep_token="</s>").save_pretrained(src)
-    export_model(str(src), ExportOptions(out=tmp / "repo", name="xr", max_batch_size=8, max_queue_delay_us=20000,
-                                         with_tokenizer=True))
-    want = SentenceTransformer(str(src), device="cpu").encode(
-        [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in XLMR_TEXTS], convert_to_numpy=True)
-    return tmp / "repo", want
+    return fx.export_with_graph_text(src, tmp / "repo", "xr", XLMR_TEXTS)
 
 
 def test_xlmr_export_gets_the_graph_text_model(xlmr):
-    import torch
-
-    repo, want = xlmr
-    assert sorted(p.name for p in repo.iterdir()) == ["xr", "xr_text"]
-    provenance = json.loads((repo / "xr_text" / "1" / "text_graph.json").read_text())
-    assert provenance["tokenizer"] == "unigram" and provenance["exactness_sample"]["mismatches"] == 0
-    module = torch.jit.load(str(repo / "xr_text" / "1" / "model.pt"))
-    with torch.inference_mode():
-        got = module(XLMR_TEXTS).numpy()
-    assert abs(got - want).max() <= 1e-5
+    fx.check_graph_text_export(*xlmr[:1], "xr", "unigram", XLMR_TEXTS, xlmr[1])
 
 
 def test_xlmr_text_model_served_on_nvidia(binary, nvidia_backend, xlmr, tmp_path):
