@@ -50,17 +50,17 @@ def unsupported(backend):
                                       "Unigram and SentencePiece-style BPE")
 
 
+_DERIVE = {"wordpiece": derive_tables, "bytelevel_bpe": derive_bytelevel_tables, "unigram": derive_unigram_tables,
+           "sentencepiece_bpe": derive_spbpe_tables}
+
+
 def derive(backend, max_seq_len: int) -> AddedTables:
-    problem = unsupported(backend)
-    if problem is not None:
-        raise problem
-    if family_of(backend) == "bytelevel_bpe":
-        return derive_bytelevel_tables(backend, max_seq_len)
-    if family_of(backend) == "unigram":
-        return derive_unigram_tables(backend, max_seq_len)
-    if family_of(backend) == "sentencepiece_bpe":
-        return derive_spbpe_tables(backend, max_seq_len)
-    return derive_tables(backend, max_seq_len)
+    """The family's tables; each family's derive refuses what it cannot reproduce, naming the part. (The tokenizer's
+    JSON is parsed once here to find the family, not once per question: Gemma's is tens of megabytes.)"""
+    derive_family = _DERIVE.get(family_of(backend))
+    if derive_family is None:
+        raise unsupported(backend)
+    return derive_family(backend, max_seq_len)
 
 
 def build(tables: AddedTables) -> torch.jit.ScriptModule:
