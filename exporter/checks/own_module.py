@@ -31,7 +31,7 @@ import torch
 
 from ..export.reader import ExportedModel
 from ..export.repository import latest_version_dir
-from ..export.text_models import SETTINGS_FILE, tokenizer_name
+from ..export.text_models import SETTINGS_FILE, served_prompt, tokenizer_name
 from ..tokens import encode_batch
 from .parity import TOLERANCES, Tolerance
 
@@ -58,11 +58,18 @@ MERGE_NOTE = ("its rows move with the texts Triton merges with them (ragged chun
               "in flight only")
 
 
+def _graph_file(text_model: Path | None) -> Path | None:
+    """The graph text model's model.pt (tokenizer and encoder in one module), or None for a Python text model."""
+    if text_model is None:
+        return None
+    path = latest_version_dir(text_model) / "model.pt"
+    return path if path.is_file() else None
+
+
 def merge_dependent(model: ExportedModel, text_model: Path | None = None) -> bool:
     """Whether served rows of ``model`` (or of its ``text_model`` folder) depend on the requests merged with them:
     a ragged export, or a graph text model (its encoder is ragged)."""
-    graph = text_model is not None and (latest_version_dir(text_model) / "model.pt").is_file()
-    return model.variant == "ragged" or graph
+    return model.variant == "ragged" or _graph_file(text_model) is not None
 
 
 class OwnModule:
@@ -74,8 +81,7 @@ class OwnModule:
 
     def reference(self, text_model: Path | None = None) -> Reference:
         """The reference for the token model's check, or for ``text_model``'s (a graph text model runs its own)."""
-        graph = text_model is not None and (latest_version_dir(text_model) / "model.pt").is_file()
-        which = f"{text_model.name}/model.pt" if graph else "model.pt"
+        which = f"{text_model.name}/model.pt" if _graph_file(text_model) else "model.pt"
         return Reference(OWN, f"its own {self.model.metadata.dtype} {which} run in process", TOLERANCES["float32"])
 
     def compares(self, merged: bool, concurrency: int, batch: int) -> bool:
@@ -109,15 +115,16 @@ class OwnModule:
         """Rows for text requests to ``text_model`` (the ``<name>_text`` folder), each request alone: a graph text
         model's own model.pt on the texts; else the texts tokenized as the Python tokenizer model does (its
         settings' buckets, or unpadded one text at a time for a ragged export) through the token model.pt."""
-        graph = latest_version_dir(text_model) / "model.pt"
-        if graph.is_file():  # tokenizer and encoder in one TorchScript module: itself is the oracle
+        graph = _graph_file(text_model)
+        if graph is not None:  # tokenizer and encoder in one TorchScript module: itself is the oracle
             return np.concatenate([self._run(graph, texts) for texts in requests], axis=0)
         meta, tokenizer = self.model.metadata, self.model.tokenizer()
         ragged = self.model.variant == "ragged"  # the text model itself tokenizes, one request per text
         settings_from = text_model if ragged else text_model.parent / tokenizer_name(self.model.name)
         settings_dir = latest_version_dir(settings_from)
         settings = json.loads((settings_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
-        prompt = (settings.get("prompts") or {}).get(settings.get("default_prompt_name") or "", "")
+        # the prompt the text model applies: its PROMPT_NAME parameter (--prompt-name) before the settings' default
+        prompt = served_prompt(text_model.parent, self.model.name).text
         dtype = np.int32 if meta.input_dtype == "int32" else np.int64
         if ragged:
             return self.token_rows([encode_batch(tokenizer, [prompt + t], meta.max_seq_len, meta.input_names, dtype)
