@@ -163,6 +163,29 @@ def test_merge_dependence_is_warned_where_chunks_are_padded():
     assert merge_dependence_warning("int8", False, False) is None and merge_dependence_warning("fp32", True, True) is None
 
 
+def test_merge_dependence_is_warned_for_the_text_model_that_was_built(tiny, tmp_path):
+    """trace warns of the graph text model's merge dependence only when it builds one: a tokenizer the graph cannot
+    reproduce falls back to the Python text models, whose rows come from the padded token model alone (it warned
+    from --tokenizer before the tokenizer was read)."""
+    import shutil
+
+    nfkc = tmp_path / "nfkc"
+    shutil.copytree(tiny, nfkc)
+    data = json.loads((nfkc / "tokenizer.json").read_text())
+    data["normalizer"] = {"type": "NFKC"}  # not BERT's normaliser: the WordPiece graph refuses it
+    (nfkc / "tokenizer.json").write_text(json.dumps(data))
+    settings = json.loads((nfkc / "tokenizer_config.json").read_text())
+    settings["tokenizer_class"] = "PreTrainedTokenizerFast"  # BertTokenizer would rebuild BERT's normaliser
+    (nfkc / "tokenizer_config.json").write_text(json.dumps(settings))
+    results = {label: export_model(str(source), ExportOptions(out=tmp_path / label, name="t", precision="bf16",
+                                                              max_batch_size=8, with_tokenizer=True))
+               for label, source in (("graph", tiny), ("fallback", nfkc))}
+    assert (tmp_path / "graph" / "t_text" / "1" / "text_graph.json").exists()
+    assert (tmp_path / "fallback" / "t_tokenizer").exists()
+    assert any("graph text model" in w for w in results["graph"].warnings), results["graph"].warnings
+    assert not any("merged chunk" in w for w in results["fallback"].warnings), results["fallback"].warnings
+
+
 def test_fast_path_warning_names_the_missing_flags():
     assert fast_path_warning("int8", {"avx2", "fma"}) and "avx512_vnni" in fast_path_warning("int8", {"avx2"})
     assert fast_path_warning("int8", {"avx_vnni"}) is None

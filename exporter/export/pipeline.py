@@ -209,9 +209,7 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
     options.validate()
     options = resolve_precision(options)
     variant = options.variant
-    warnings = [w for w in (fast_path_warning(options.precision),
-                            merge_dependence_warning(options.precision, options.ragged,
-                                                     options.with_tokenizer and options.tokenizer != "python")) if w]
+    warnings = [w for w in (fast_path_warning(options.precision),) if w]
     if options.dtype == "bfloat16":
         warning = cpu_bf16_warning(options.device)
         if warning:
@@ -269,6 +267,11 @@ def export_model(source: str, options: ExportOptions = ExportOptions(), progress
 
             graph = prepare_text_models(config, metadata, reference.tokenizer, options.tokenizer, exported, reference,
                                         spec, options.token_budget)
+        # Decided by what was built: a tokenizer the graph cannot reproduce falls back to the Python text models,
+        # whose rows come from the (padded or ragged) token model alone.
+        warning = merge_dependence_warning(options.precision, options.ragged, graph is not None)
+        if warning:
+            warnings.append(warning)
         _say(progress, f"writing {target.version_dir}")
         model_file = _write_version(target, options.force, config_text, metadata, reference.tokenizer, variant,
                                     saved)
