@@ -17,11 +17,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from conftest import require, require_module  # noqa: E402
 from exporter.errors import TeiExportError  # noqa: E402
 from exporter.libtorch import find_compiler  # noqa: E402
-from exporter.checks.libtorch_check import (  # noqa: E402
+from exporter.checks.libtorch_check import check_libtorch  # noqa: E402
+from exporter.checks.libtorch_runner import (  # noqa: E402
     LibtorchRunError,
     build_checker,
     cached_checker,
-    check_libtorch,
     run_libtorch_cases,
     run_libtorch_model,
 )
@@ -153,7 +153,7 @@ def test_build_checker_compiles_once_and_caches(checker, cache_dir, monkeypatch)
     assert checker.parent == cache_dir
     assert cached_checker(cache_dir) == checker
     # A second build must not compile: make any compiler call fail loudly.
-    monkeypatch.setattr("exporter.checks.libtorch_check.subprocess.run",
+    monkeypatch.setattr("exporter.checks.libtorch_runner.subprocess.run",
                         lambda *a, **k: pytest.fail("build_checker compiled again"))  # fmt: skip
     assert build_checker(cache_dir) == checker
     # The cache location follows $TEI_EXPORT_CACHE when no folder is given.
