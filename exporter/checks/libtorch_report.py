@@ -21,7 +21,8 @@ DEFAULT_MIN_COSINE = tolerance_for("float32").min_cosine
 
 @dataclass
 class LibtorchCheckReport:
-    """The result of :func:`check_libtorch`. ``ok`` is False when skipped: a skipped check never counts as passed."""
+    """The result of :func:`.libtorch_check.check_libtorch` (and of the text check it hands a text model to).
+    ``ok`` is False when skipped: a skipped check never counts as passed."""
 
     model_name: str
     ok: bool
