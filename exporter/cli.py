@@ -360,8 +360,10 @@ def verify(repository, url, protocol, names, corpus_size, binary, no_libtorch_ch
 @click.option("--quick", is_flag=True, help="Tiny counts (CI): same sweep and results shape, a few calls per cell.")
 @click.option("--workload", "workloads", multiple=True, type=click.Choice(["short", "mixed", "long"]),
               help="Workload(s) to run (repeatable; default: all).")
-@click.option("--max-seconds", type=float, help="Timed seconds per cell, at most.")
-@click.option("--max-calls", type=int, help="Timed calls or requests per cell, at most.")
+@click.option("--max-seconds", type=float,
+              help="Timed seconds per cell, at most: the pass over the workload under way then is finished.")
+@click.option("--max-calls", type=int,
+              help="Timed calls or requests per cell, at most, in whole passes over the workload (one at least).")
 @click.option("--bucket", "buckets", type=int, multiple=True,
               help="Served requests' padded lengths at concurrency > 1 (repeatable; default 16 32 64 128 256 512). "
                    "Triton's dynamic batcher merges only equal lengths.")
@@ -426,7 +428,8 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--concurrency", type=int, default=16, show_default=True, help="Requests in flight per trial.")
 @click.option("--max-trials", type=int, default=12, show_default=True, help="Trials at most (grid order).")
 @click.option("--max-seconds", type=float, default=3.0, show_default=True, help="Timed seconds per trial.")
-@click.option("--max-calls", type=int, default=300, show_default=True, help="Timed requests per trial.")
+@click.option("--max-calls", type=int, default=300, show_default=True,
+              help="Timed requests per trial, in whole passes over its texts (one at least).")
 @click.option("--objective", type=click.Choice(["throughput", "p95"]), default="throughput", show_default=True,
               help="Best = max seq/s, or min p95.")
 @click.option("--p95-budget-ms", type=float, help="Only trials with p95 under this qualify as best.")

@@ -89,6 +89,8 @@ def test_results_shape(quick_run):
         assert set(cell) == CELL_KEYS
         assert cell["error"] is None, cell
         assert cell["calls"] >= 1 and cell["seqs"] >= 1 and cell["seq_per_s"] > 0 and cell["tokens_per_s"] > 0
+        # whole passes over the workload: every mode of a row timed on the same texts (quick: max_calls 6 < texts)
+        assert cell["seqs"] % data["workloads"][cell["workload"]]["texts"] == 0, cell
         assert cell["p50_ms"] <= cell["p95_ms"] <= cell["p99_ms"]
         assert 0 < cell["fraction_of_matmul_peak"]
         assert cell["ratio_to_torchscript_fp32"] is not None and cell["ratio_to_onnxruntime_fp32"] is not None
@@ -117,6 +119,14 @@ def test_every_measured_mode_matches_eager(quick_run):
             assert parity["min_cosine"] >= 0.999, cell
             continue
         assert parity["passed"], cell
+
+
+def test_cells_stop_between_whole_passes():
+    from exporter.bench.options import pass_end
+
+    options = BenchOptions.quick_options("repo", "m", max_calls=400)
+    assert [options.call_limit(n) for n in (59, 64, 400, 500)] == [354, 384, 400, 500]
+    assert [pass_end(k, 10) for k in (0, 1, 10, 11, 19, 20)] == [0, 10, 10, 20, 20, 20]
 
 
 def test_flop_model_counts_matmuls_and_attention():

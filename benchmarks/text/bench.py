@@ -18,7 +18,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -78,6 +77,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from exporter.bench.load import send_all, timed_load
+    from exporter.bench.options import BenchOptions
     from exporter.bench.machine import cpu_info
     from exporter.checks.corpus import docstring_items
     from exporter.triton.server import TritonServer
@@ -87,7 +87,7 @@ def main() -> None:
     texts = [i.text for i in docstring_items(args.texts)]
     st = SentenceTransformer(source, device="cpu")
     expected = st.encode(texts, convert_to_numpy=True)
-    options = SimpleNamespace(max_calls=10**9, max_seconds=args.seconds)
+    options = BenchOptions(Path("."), "text", max_calls=10**9, max_seconds=args.seconds)  # timed_load's bounds
     results = {"cpu": cpu_info()[0], "cores": __import__("os").cpu_count(), "texts": len(texts),
                "token_lengths": [len(st.tokenizer(t)["input_ids"]) for t in texts], "seconds_per_cell": args.seconds,
                "rounds": args.rounds, "cells": []}

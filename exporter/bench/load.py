@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import first_line
 from .measure import parity_of, percentiles
-from .options import BenchOptions
+from .options import BenchOptions, pass_end
 from .report import Cell
 
 
@@ -34,18 +34,24 @@ def send_all(url, protocol, model, requests, output, concurrency) -> np.ndarray:
 
 
 def timed_load(url, protocol, model, requests, costs, output, concurrency, options: BenchOptions):
-    """Timed load: ``concurrency`` threads send requests round-robin until max_calls are sent or time is up."""
-    workers = max(1, min(concurrency, options.max_calls))
+    """Timed load: ``concurrency`` threads send requests round-robin until max_calls are sent or time is up, in
+    whole passes over ``requests`` (:func:`pass_end`): the pass under way when time is up is finished."""
+    limit = options.call_limit(len(requests))
+    workers = max(1, min(concurrency, limit))
     clients = [client_for(url, protocol) for _ in range(workers)]
     counter, latencies, done, errors = itertools.count(), [], [], []
     gate = threading.Barrier(workers + 1)
-    state = {}
+    lock = threading.Lock()
+    state = {"stop_at": limit}
 
     def worker(client):
         gate.wait()
         while not errors:
             k = next(counter)
-            if k >= options.max_calls or time.perf_counter() - state["start"] >= options.max_seconds:
+            if time.perf_counter() - state["start"] >= options.max_seconds:
+                with lock:  # the first worker to see the time up fixes where the pass ends, for every worker
+                    state["stop_at"] = min(state["stop_at"], max(pass_end(k, len(requests)), len(requests)))
+            if k >= state["stop_at"]:
                 return
             req = requests[k % len(requests)]
             t0 = time.perf_counter()

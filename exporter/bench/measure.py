@@ -32,9 +32,11 @@ def measure_in_process(fn, chunks: list[Chunk], expected: np.ndarray, tolerance:
         got = torch.cat([fn(*c.tensors).float() for c in chunks]).numpy()  # parity pass, also the warm-up
         cell.parity = parity_of(expected, got, tolerance)
         latencies, seqs, tokens, flops = [], 0, 0, 0.0
+        limit = options.call_limit(len(chunks))
         start = time.perf_counter()
         for k in itertools.count():
-            if k >= options.max_calls or (k > 0 and time.perf_counter() - start >= options.max_seconds):
+            # time is looked at only between whole passes over the chunks (BenchOptions.call_limit, pass_end)
+            if k >= limit or (k > 0 and k % len(chunks) == 0 and time.perf_counter() - start >= options.max_seconds):
                 break
             c = chunks[k % len(chunks)]
             t0 = time.perf_counter()

@@ -21,8 +21,10 @@ class BenchOptions:
     short_texts: int = 64
     mixed_texts: int = 48  # docstring sentences; the corpus's edge cases come on top
     long_texts: int = 8
-    max_calls: int = 400  # timed calls (in-process) or requests (served) per cell, at most
-    max_seconds: float = 2.5  # timed seconds per cell, at most
+    # Timed calls (in-process) or requests (served) per cell, and timed seconds, at most; both are rounded to whole
+    # passes over the workload (see pass_end), so every mode of a row is timed on the same texts.
+    max_calls: int = 400
+    max_seconds: float = 2.5
     buckets: tuple[int, ...] = DEFAULT_BUCKETS  # served, concurrency > 1: requests padded to these lengths
     bf16: bool = True
     pt2: bool = True
@@ -42,6 +44,10 @@ class BenchOptions:
         values.update(overrides)
         return cls(Path(repository), model, **values)
 
+    def call_limit(self, pass_size: int) -> int:
+        """max_calls rounded down to whole passes over ``pass_size`` calls, and never under one pass."""
+        return max(pass_size, self.max_calls // pass_size * pass_size)
+
     def validate(self) -> None:
         unknown = set(self.workloads) - set(WORKLOADS)
         if unknown or not self.workloads:
@@ -53,3 +59,10 @@ class BenchOptions:
         if self.threads < 1 or min(self.batches) < 1 or min(self.concurrencies) < 1:
             raise TeiExportError("threads, batch sizes and concurrencies must be at least 1",
                                  fix="pass positive numbers", where="bench options")
+
+
+def pass_end(k: int, pass_size: int) -> int:
+    """The first call index at or after ``k`` that starts a new pass over the workload: where a cell whose time is up
+    at call ``k`` stops. A cell cut mid-pass times a prefix of the workload, and on mixed-length text the prefixes of
+    two modes differ (one reaches a 512-token text the other never sends), so their rows would not compare."""
+    return -(-k // pass_size) * pass_size
