@@ -32,7 +32,6 @@ class ByteLevelBPETokenizer(ScriptedTokenizer):
         self.add_prefix_space = tables.add_prefix_space
         self.ignore_merges = tables.ignore_merges
         self.unk_id = tables.unk_id
-        self.replacement = "\ufffd"  # what an ill-formed byte sequence reads as
         self.space = " "
 
     def _bpe(self, chars: List[str], ids: List[int]) -> None:
@@ -63,26 +62,10 @@ class ByteLevelBPETokenizer(ScriptedTokenizer):
                 ids.append(found)
 
     def _span(self, text: str, start: int, end: int, ids: List[int]) -> None:
-        chars: List[str] = []
-        cps: List[int] = []
+        chars, cps = self._chars(text, start, end)
         kinds: List[int] = []
-        i = start
-        while i < end:
-            b = ord(text[i])
-            if b < 0x80:
-                cp = b
-                nxt = i + 1
-                kind = self.ascii_class[b]
-            else:
-                cp, nxt = self._next_char(text, i, end)
-                kind = self.char_class.get(cp, 2)
-            if cp == 0xFFFD and text[i:nxt] != self.replacement:
-                chars.append(self.replacement)
-            else:
-                chars.append(text[i:nxt])
-            cps.append(cp)
-            kinds.append(kind)
-            i = nxt
+        for cp in cps:
+            kinds.append(self.ascii_class[cp] if cp < 0x80 else self.char_class.get(cp, 2))
         if self.add_prefix_space and (len(cps) == 0 or cps[0] != 32) and len(cps) > 0:
             chars.insert(0, self.space)
             cps.insert(0, 32)

@@ -87,13 +87,17 @@ class ScriptedTokenizer(torch.nn.Module):
             j += 1
         return cp, j
 
-    def _chars(self, text: str, start: int, end: int) -> List[str]:
-        """The characters of the bytes ``text[start:end]`` as UTF-8 strings, each ill-formed sequence as U+FFFD."""
+    def _chars(self, text: str, start: int, end: int) -> Tuple[List[str], List[int]]:
+        """The characters of the bytes ``text[start:end]`` as UTF-8 strings, each ill-formed sequence as U+FFFD, and
+        their code points."""
         chars: List[str] = []
+        cps: List[int] = []
         i = start
         while i < end:
-            if ord(text[i]) < 0x80:
+            b = ord(text[i])
+            if b < 0x80:
                 chars.append(text[i])
+                cps.append(b)
                 i += 1
                 continue
             cp, nxt = self._next_char(text, i, end)
@@ -101,8 +105,9 @@ class ScriptedTokenizer(torch.nn.Module):
                 chars.append(self.ill_formed)
             else:
                 chars.append(text[i:nxt])
+            cps.append(cp)
             i = nxt
-        return chars
+        return chars, cps
 
     def _match(self, text: str, start: int) -> List[int]:
         """The next added token in ``text`` from byte ``start``: [begin, end, index], leftmost then longest;

@@ -80,7 +80,7 @@ class SentencePieceBPETokenizer(ScriptedTokenizer):
         ids.extend(symbols)
 
     def _span(self, text: str, start: int, end: int, ids: List[int]) -> None:
-        chars = self._chars(text, start, end)
+        chars = self._chars(text, start, end)[0]
         if len(chars) == 0:
             return
         if self.replace_space:

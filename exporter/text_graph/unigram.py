@@ -57,7 +57,6 @@ class UnigramTokenizer(ScriptedTokenizer):
         self.unk_id = tables.unk_id
         self.unk_score = tables.unk_score
         self.byte_ids = list(tables.byte_ids)
-        self.replacement_char = "\ufffd"
         self.space = " "
 
     def _joins(self, p: int, d: int, pc: int, dc: int, state: int, conjunct: int) -> bool:
@@ -248,23 +247,7 @@ class UnigramTokenizer(ScriptedTokenizer):
         if self._plain(text, start, end):
             self._words(text[start:end], start == 0, ids)
             return
-        chars: List[str] = []
-        cps: List[int] = []
-        i = start
-        while i < end:
-            b = ord(text[i])
-            if b < 0x80:
-                chars.append(text[i])
-                cps.append(b)
-                i += 1
-                continue
-            cp, nxt = self._next_char(text, i, end)
-            if cp == 0xFFFD and text[i:nxt] != self.replacement_char:
-                chars.append(self.replacement_char)
-            else:
-                chars.append(text[i:nxt])
-            cps.append(cp)
-            i = nxt
+        chars, cps = self._chars(text, start, end)
         self._words(self._normalize(chars, cps) if self.precompiled else "".join(chars), start == 0, ids)
 
     def _words(self, normalized: str, first: bool, ids: List[int]) -> None:
