@@ -206,7 +206,6 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
     from .bench.workloads import build_workloads
     from .checks.parity import tolerance_for
     from .export.reader import resolve_name
-    from .export.triton_config import read_config
     from .tokens import TextRequestBuilder, request_builder
     from .triton.server import TritonServer
 
@@ -215,7 +214,7 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneRepo
     target, text = resolve_name(Path(options.repository), options.model)
     meta = target.metadata
     model_dir = target.text_dir if text else target.model_dir
-    if text and read_config(model_dir / "config.pbtxt").platform != "pytorch_libtorch":
+    if text and not target.graph_text:
         raise TeiExportError(f"{options.model} is a Python text model (--tokenizer python): its speed is the token "
                              f"model's settings plus the Python tokenizer's, which a sweep of one model's config "
                              f"cannot set", fix=f"tune the token model ({target.name}), or export the text model "

@@ -335,9 +335,8 @@ def models_to_load(target, name: str, text: bool) -> list[str]:
     model sending to a ragged one) also the token model and the tokenizer model it calls. A graph text model
     (``pytorch_libtorch``) needs nothing beside it."""
     from ..export.text_models import tokenizer_name
-    from ..export.triton_config import read_config
 
-    if not text or read_config(target.text_dir / "config.pbtxt").platform == "pytorch_libtorch":
+    if not text or target.graph_text:
         return [name]
     tokenizer = tokenizer_name(target.name)
     return [name, target.name] + ([tokenizer] if (target.model_dir.parent / tokenizer).is_dir() else [])

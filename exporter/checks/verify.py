@@ -370,15 +370,11 @@ def _libtorch_reports(targets: list[ExportedModel], wanted: dict[str, set[str]],
                       progress: Progress | None) -> list[dict]:
     """The C++ check of every token model, and of every graph text model whose text check was wanted (forward()
     called with a List[str])."""
-    from ..export.triton_config import read_config
     from .libtorch_check import check_libtorch
 
     reports = []
     for m in targets:
-        folders = [m.model_dir]
-        if "text" in wanted[m.name] and (m.text_dir / "config.pbtxt").is_file() and \
-                read_config(m.text_dir / "config.pbtxt").platform == "pytorch_libtorch":
-            folders.append(m.text_dir)
+        folders = [m.model_dir] + ([m.text_dir] if "text" in wanted[m.name] and m.graph_text else [])
         for folder in folders:
             if progress:
                 progress(f"libtorch C++ check of {folder.name}")

@@ -75,6 +75,15 @@ class ExportedModel:
 
         return self.model_dir.parent / text_name(self.name)
 
+    @property
+    def graph_text(self) -> bool:
+        """Whether its text model is the graph one (``--tokenizer graph``: tokenizer and encoder in one TorchScript
+        model.pt on ``pytorch_libtorch``); False for the Python text models, or where it has none."""
+        from .triton_config import read_config
+
+        config = self.text_dir / "config.pbtxt"
+        return config.is_file() and read_config(config).platform == "pytorch_libtorch"
+
     def text_rows(self, reference, texts: list[str]):
         """What its text model must answer for ``texts``: ``reference.encode`` told the prompt that the text model
         puts before every text (``prompt_name=NAME`` where the text model records the name)."""
