@@ -28,7 +28,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UnsupportedModelError
+from ..errors import RepositoryError, UnsupportedModelError
 from ..text_backend import TOKENIZER_MODEL_PY
 from ..tokens import DEFAULT_BUCKETS
 from .metadata import ExportMetadata
@@ -94,7 +94,7 @@ def served_prompt(repo: Path, name: str) -> TextPrompt:
     for model in (text_name(name), tokenizer_name(name)):
         try:
             version_dir = latest_version_dir(repo / model)
-        except Exception:  # no such model, or no version folder
+        except RepositoryError:  # no such model, or no version folder
             continue
         if (version_dir / GRAPH_FILE).is_file():
             graph = json.loads((version_dir / GRAPH_FILE).read_text(encoding="utf-8"))
